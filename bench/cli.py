@@ -1,0 +1,47 @@
+"""The `poolbench` command line: one typer app, one module per pipeline stage."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bench.errors import UsageError, fail
+from bench.pg import DEFAULT_MAX_CONNECTIONS, PostgresServer, PostgresUnavailable
+
+app = typer.Typer(help="Measure connection pools instead of guessing them.", no_args_is_help=True)
+db_app = typer.Typer(help="Run a throwaway PostgreSQL cluster.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+
+@db_app.command("up")
+def db_up(
+    max_connections: Annotated[
+        int, typer.Option(help="Postgres max_connections.", min=1)
+    ] = DEFAULT_MAX_CONNECTIONS,
+) -> None:
+    """Start a throwaway cluster, print its DSN, and stop it on Ctrl-C."""
+    try:
+        server = PostgresServer(max_connections=max_connections)
+        with server as db:
+            console.print(f"export BENCH_DATABASE_URL={db.dsn}")
+            console.print("Postgres is up; Ctrl-C stops it and deletes the cluster.")
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            while True:
+                time.sleep(3600)
+    except PostgresUnavailable as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("Postgres stopped.")
+
+
+def main() -> None:
+    """Entry point that turns usage errors into one line and exit code 2."""
+    try:
+        app()
+    except UsageError as exc:
+        fail(str(exc))
