@@ -9,12 +9,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bench.cli_analysis import register as register_analysis
 from bench.errors import UsageError, fail
 from bench.pg import DEFAULT_MAX_CONNECTIONS, PostgresServer, PostgresUnavailable
+from bench.run import sweep
 
 app = typer.Typer(help="Measure connection pools instead of guessing them.", no_args_is_help=True)
 db_app = typer.Typer(help="Run a throwaway PostgreSQL cluster.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.command("sweep")(sweep)
+register_analysis(app)
 console = Console()
 
 
@@ -45,3 +49,7 @@ def main() -> None:
         app()
     except UsageError as exc:
         fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,655 @@
+"""Analysis commands: analyze, report, recommend, compare, size."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import UsageError, fail
+from bench.load import Sweep, load_sweep
+from bench.models import (
+    DEFAULT_HEADROOM,
+    DEFAULT_P99_WAIT_MS,
+    DEFAULT_TOLERANCE,
+    SizingInputs,
+    deadlock_floor,
+    request_hold_time_ms,
+    seed_formula_explanation,
+    size_all,
+)
+from bench.optimum import (
+    Analysis,
+    Fleet,
+    Threshold,
+    analyse,
+    check_thresholds,
+    parse_threshold,
+    summary,
+)
+from bench.report import (
+    DEFAULT_DELTA_PCT,
+    DEFAULT_REPORTS_DIR,
+    compare_tables,
+    default_report_path,
+    render_analysis,
+    render_comparison,
+)
+
+# Wide enough for the tables when piped (rich assumes 80 columns without a terminal).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+EXIT_THRESHOLD = 1
+# SQLAlchemy's default; kept when there is no SLO to derive a fail-fast timeout from.
+DEFAULT_POOL_TIMEOUT_S = 30
+DEFAULT_POOL_RECYCLE_S = 1800
+MAX_TABLE_ROWS = 60
+
+SweepArg = Annotated[
+    Path, typer.Argument(help="Sweep directory (results/<name>-<stamp>) or Locust CSV prefix.")
+]
+InstancesOpt = Annotated[
+    int | None, typer.Option("--instances", help="App instances (overrides [fleet]).", min=1)
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers-per-instance", help="Worker processes per instance.", min=1),
+]
+MaxConnectionsOpt = Annotated[
+    int | None, typer.Option("--max-connections", help="Postgres max_connections.", min=1)
+]
+ReservedOpt = Annotated[
+    int | None,
+    typer.Option("--reserved", help="Connections reserved for admins, migrations, replicas.", min=0),
+]
+ToleranceOpt = Annotated[
+    float,
+    typer.Option(help="Accept configs within this fraction of the best throughput.", min=0, max=0.99),
+]
+FailOnOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fail-on",
+        help="Exit 1 when true for the recommended config, e.g. 'p95_ms>200' (repeatable; "
+        "metrics p50_ms p95_ms p99_ms error_rate rps; operators > >= < <= ==).",
+    ),
+]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Also write a machine-readable summary here.")
+]
+DbCoresOpt = Annotated[
+    int | None,
+    typer.Option("--db-cores", help="Database server cores for HikariCP (default: host cores).", min=1),
+]
+P99WaitOpt = Annotated[
+    float, typer.Option("--p99-wait-ms", help="Erlang C target: p99 connection wait.", min=0)
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _usage_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn UsageError into one `error:` line and exit 2, also under typer's CliRunner."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-" if value is None else str(value)
+    if math.isnan(number):
+        return "-"
+    if math.isinf(number):
+        return "inf"
+    return f"{number:.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else f"{number:.2%}"
+
+
+def _parse_thresholds(texts: list[str] | None) -> list[Threshold]:
+    return [parse_threshold(text) for text in texts or []]
+
+
+def _load_and_analyse(
+    sweep_dir: Path,
+    *,
+    instances: int | None,
+    workers: int | None,
+    max_connections: int | None,
+    reserved: int | None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    db_cores: int | None = None,
+    p99_wait_ms: float = DEFAULT_P99_WAIT_MS,
+) -> Analysis:
+    sweep: Sweep = load_sweep(sweep_dir)
+    fleet = Fleet.resolve(
+        sweep.spec,
+        instances=instances,
+        workers_per_instance=workers,
+        max_connections=max_connections,
+        reserved_connections=reserved,
+    )
+    return analyse(
+        sweep, fleet=fleet, tolerance=tolerance, db_cores=db_cores, p99_wait_ms=p99_wait_ms
+    )
+
+
+def _finish(analysis: Analysis, thresholds: list[Threshold], json_path: Path | None) -> None:
+    """Write --json, report triggered thresholds and exit 1 if any."""
+    failed = check_thresholds(thresholds, analysis.metrics())
+    if json_path is not None:
+        _write_json(json_path, summary(analysis, thresholds, failed))
+    for threshold, actual in failed:
+        _stderr.print(
+            f"threshold failed: {threshold} ({threshold.metric} = {_fmt(actual, 4)})",
+            markup=False,
+        )
+    if failed:
+        raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _write_json(path: Path, document: Mapping[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write JSON ({exc.strerror or exc})") from None
+
+
+# --- analyze -------------------------------------------------------------------------------
+
+
+def _config_table(analysis: Analysis) -> Table:
+    table = Table(title=f"Configs of {analysis.sweep.name} (mean of repetitions)")
+    for header in (
+        "pool", "overflow", "limit", "users", "q/req", "reps", "rps", "±CI", "p50", "p95", "p99",
+        "errors", "wait p95", "hold", "peak", "timeouts", "bottleneck",
+    ):
+        table.add_column(header, justify="left" if header == "bottleneck" else "right")
+    rows = analysis.table.sort_values(["connections", "max_overflow"], kind="stable")
+    rec = analysis.recommended
+    for i, row in enumerate(rows.to_dict("records")):
+        if i >= MAX_TABLE_ROWS:
+            table.add_row(f"... {len(rows) - MAX_TABLE_ROWS} more in the HTML report")
+            break
+        is_rec = rec is not None and all(
+            row.get(k) == rec.get(k) or (_fmt(row.get(k)) == _fmt(rec.get(k)))
+            for k in ("scenario", "pool_size", "max_overflow", "http_concurrency_limit", "users",
+                      "queries_per_request")
+        )
+        table.add_row(
+            _fmt(row["pool_size"], 0), _fmt(row["max_overflow"], 0),
+            _fmt(row["http_concurrency_limit"], 0), _fmt(row["users"], 0),
+            _fmt(row["queries_per_request"], 0), str(row["reps"]), _fmt(row["rps"]),
+            _fmt(row["rps_ci"]), _fmt(row["p50_ms"]), _fmt(row["p95_ms"]), _fmt(row["p99_ms"]),
+            _pct(row["error_rate"]), _fmt(row["acquire_wait_p95_ms"]),
+            _fmt(row["hold_time_mean_ms"]), _fmt(row["peak_checked_out"], 0),
+            _fmt(row["pool_timeouts"], 0), str(row["bottleneck"]),
+            style="bold green" if is_rec else None,
+        )
+    return table
+
+
+def _models_table(analysis: Analysis) -> Table | None:
+    workload = analysis.headline
+    if not workload.models:
+        return None
+    optimum = workload.optimum.row or {}
+    table = Table(
+        title=f"Sizing models vs measured optimum ({_fmt(optimum.get('connections'), 0)} "
+        f"connections, {_fmt(optimum.get('rps'))} rps)"
+    )
+    for header in ("model", "connections", "vs optimum", "predicted rps", "measured rps",
+                   "error", "fleet", "formula"):
+        table.add_column(header, justify="left" if header in ("model", "formula") else "right")
+    for c in workload.models:
+        table.add_row(
+            c.model.name,
+            "-" if c.model.pool_size is None else str(c.model.pool_size),
+            "-" if c.size_error is None else f"{c.size_error:+.0f}",
+            _fmt(c.model.predicted_rps),
+            _fmt(c.measured_rps),
+            "-" if c.rps_error_pct is None else f"{c.rps_error_pct:+.1f}%",
+            "-" if c.fits_fleet is None else ("fits" if c.fits_fleet else "OVER"),
+            c.model.formula if c.model.pool_size is not None else c.model.note,
+        )
+    return table
+
+
+def _print_summary(analysis: Analysis) -> None:
+    rec = analysis.recommended
+    optimum = analysis.headline.optimum
+    if rec is not None and not math.isnan(float(rec.get("pool_size", math.nan))):
+        console.print(
+            f"[bold]Recommended:[/] pool_size={_fmt(rec['pool_size'], 0)} "
+            f"max_overflow={_fmt(rec['max_overflow'], 0)} -> {_fmt(rec['rps'])} rps, "
+            f"p95 {_fmt(rec['p95_ms'])} ms"
+        )
+        console.print(f"  why: {optimum.reason}", markup=False)
+    verdict = analysis.verdict()
+    style = "green" if verdict.startswith("PASS") else "red" if verdict.startswith("FAIL") else ""
+    console.print(f"[bold]SLO:[/] [{style}]{verdict}[/]" if style else f"SLO: {verdict}")
+    if analysis.fleet is not None and rec is not None:
+        console.print(f"[bold]Fleet:[/] {analysis.fleet.describe(rec['connections'])}")
+    if analysis.warnings:
+        console.print("[bold yellow]Warnings:[/]")
+        for warning in analysis.warnings:
+            console.print(f"  - {warning}", markup=False)
+
+
+@_usage_errors
+def analyze(
+    sweep_dir: SweepArg,
+    instances: InstancesOpt = None,
+    workers_per_instance: WorkersOpt = None,
+    max_connections: MaxConnectionsOpt = None,
+    reserved: ReservedOpt = None,
+    tolerance: ToleranceOpt = DEFAULT_TOLERANCE,
+    db_cores: DbCoresOpt = None,
+    p99_wait_ms: P99WaitOpt = DEFAULT_P99_WAIT_MS,
+    fail_on: FailOnOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Analyse a sweep: per-config table, sizing models, optimum and warnings."""
+    thresholds = _parse_thresholds(fail_on)
+    analysis = _load_and_analyse(
+        sweep_dir,
+        instances=instances,
+        workers=workers_per_instance,
+        max_connections=max_connections,
+        reserved=reserved,
+        tolerance=tolerance,
+        db_cores=db_cores,
+        p99_wait_ms=p99_wait_ms,
+    )
+    console.print(_config_table(analysis))
+    models = _models_table(analysis)
+    if models is not None:
+        console.print(models)
+    _print_summary(analysis)
+    _finish(analysis, thresholds, json_path)
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+@_usage_errors
+def report(
+    sweep_dir: SweepArg,
+    out: Annotated[
+        Path | None, typer.Option(help="Output HTML file (default reports/<sweep name>.html).")
+    ] = None,
+    instances: InstancesOpt = None,
+    workers_per_instance: WorkersOpt = None,
+    max_connections: MaxConnectionsOpt = None,
+    reserved: ReservedOpt = None,
+    tolerance: ToleranceOpt = DEFAULT_TOLERANCE,
+    fail_on: FailOnOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Render a self-contained HTML report of a sweep and print its path."""
+    thresholds = _parse_thresholds(fail_on)
+    analysis = _load_and_analyse(
+        sweep_dir,
+        instances=instances,
+        workers=workers_per_instance,
+        max_connections=max_connections,
+        reserved=reserved,
+        tolerance=tolerance,
+    )
+    try:
+        path = render_analysis(analysis, out or default_report_path(sweep_dir))
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write report ({exc.strerror or exc})") from None
+    typer.echo(str(path))
+    _finish(analysis, thresholds, json_path)
+
+
+# --- recommend -----------------------------------------------------------------------------
+
+
+def pool_timeout_s(analysis: Analysis) -> int:
+    """Fail fast: a request that waits ~4x its p95 budget for a connection has already failed."""
+    if analysis.slo.p95_ms is None:
+        return DEFAULT_POOL_TIMEOUT_S
+    return max(1, math.ceil(4 * analysis.slo.p95_ms / 1000))
+
+
+def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -> str:
+    """The env vars, engine kwargs, reasons and risk flags for the recommended config."""
+    rec = analysis.recommended
+    if rec is None or math.isnan(float(rec.get("pool_size", math.nan))):
+        raise UsageError(
+            f"{analysis.sweep.name}: no pool config to recommend (the input has no pool_size)"
+        )
+    pool = int(rec["pool_size"])
+    overflow = int(rec["max_overflow"])
+    timeout = pool_timeout_s(analysis)
+    recycle = DEFAULT_POOL_RECYCLE_S
+    if idle_timeout_s is not None:
+        # Recycling below the shortest idle cutoff means no connection idle past it is reused.
+        recycle = max(1, min(recycle, math.floor(idle_timeout_s * 0.8)))
+    lines = [
+        f"# poolbench recommendation from {analysis.sweep.name}",
+        f"# {analysis.headline.label}: {analysis.headline.optimum.reason}",
+        f"# measured: {_fmt(rec['rps'])} rps, p50 {_fmt(rec['p50_ms'])} ms, "
+        f"p95 {_fmt(rec['p95_ms'])} ms, p99 {_fmt(rec['p99_ms'])} ms, "
+        f"errors {_pct(rec['error_rate'])}",
+        f"# SLO: {analysis.verdict()}",
+    ]
+    if analysis.fleet is not None:
+        lines.append(f"# fleet: {analysis.fleet.describe(rec['connections'])}")
+    lines += [
+        "",
+        f"DB_POOL_SIZE={pool}",
+        f"DB_MAX_OVERFLOW={overflow}",
+        f"DB_POOL_TIMEOUT_S={timeout}",
+        f"DB_POOL_RECYCLE_S={recycle}",
+        "DB_POOL_PRE_PING=true",
+    ]
+    limit = rec.get("http_concurrency_limit")
+    if limit is not None and not math.isnan(float(limit)):
+        lines.append(f"HTTP_CONCURRENCY_LIMIT={int(limit)}")
+    lines += [
+        "",
+        "engine = create_async_engine(",
+        "    url,",
+        f"    pool_size={pool},",
+        f"    max_overflow={overflow},",
+        f"    pool_timeout={timeout},",
+        f"    pool_recycle={recycle},",
+        "    pool_pre_ping=True,",
+        ")",
+        "",
+        "# Why these values:",
+        f"# - pool_size + max_overflow = {pool + overflow}: {analysis.headline.optimum.reason}.",
+        f"# - pool_timeout={timeout} s: "
+        + (
+            f"~4x the p95 SLO ({analysis.slo.p95_ms:g} ms); a request waiting longer for a "
+            "connection has already missed its SLO, so fail it fast instead of queueing."
+            if analysis.slo.p95_ms is not None
+            else "SQLAlchemy's default; set an SLO to derive a fail-fast timeout."
+        ),
+        f"# - pool_recycle={recycle} s and pool_pre_ping=True: connections that a server or "
+        "network idle cutoff closed are replaced at checkout instead of failing a request.",
+        "",
+        "# Risks to check:",
+        "# - Idle cutoffs between app and database close pooled connections: Postgres "
+        "idle_session_timeout (off by default), PgBouncer server_idle_timeout (600 s default), "
+        "cloud load balancers (e.g. AWS NLB 350 s, Azure LB 4 min). Keep pool_recycle below the "
+        "shortest one (--idle-timeout-s) and keep pool_pre_ping=True (one round trip per "
+        "checkout).",
+        "# - PgBouncer in transaction mode breaks asyncpg's prepared statements (\"prepared "
+        "statement ... does not exist / already exists\"). Workaround: connect_args="
+        "{\"statement_cache_size\": 0, \"prepared_statement_cache_size\": 0} plus unique "
+        "statement names (prepared_statement_name_func), or PgBouncer >= 1.21 with "
+        "max_prepared_statements; let PgBouncer do the pooling.",
+    ]
+    if overflow > 0:
+        lines.append(
+            "# - Overflow connections are closed on checkin: under steady load they churn "
+            "(connect cost per burst). Prefer pool_size when load is steady."
+        )
+    if analysis.fleet is not None and not analysis.fleet.fits(rec["connections"]):
+        lines.append(
+            f"# - FLEET BUDGET BROKEN: {analysis.fleet.describe(rec['connections'])}. "
+            f"At most {analysis.fleet.per_process} connections per process fit."
+        )
+    lines += [f"# - {w}" for w in analysis.warnings]
+    return "\n".join(lines)
+
+
+@_usage_errors
+def recommend(
+    sweep_dir: SweepArg,
+    instances: InstancesOpt = None,
+    workers_per_instance: WorkersOpt = None,
+    max_connections: MaxConnectionsOpt = None,
+    reserved: ReservedOpt = None,
+    tolerance: ToleranceOpt = DEFAULT_TOLERANCE,
+    idle_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            "--idle-timeout-s",
+            help="Shortest idle cutoff between app and DB (PgBouncer, LB, idle_session_timeout).",
+            min=1,
+        ),
+    ] = None,
+    fail_on: FailOnOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Print a ready-to-paste pool config (env vars and engine kwargs) with reasons and risks."""
+    thresholds = _parse_thresholds(fail_on)
+    analysis = _load_and_analyse(
+        sweep_dir,
+        instances=instances,
+        workers=workers_per_instance,
+        max_connections=max_connections,
+        reserved=reserved,
+        tolerance=tolerance,
+    )
+    typer.echo(recommend_snippet(analysis, idle_timeout_s))
+    _finish(analysis, thresholds, json_path)
+
+
+# --- compare -------------------------------------------------------------------------------
+
+
+@_usage_errors
+def compare(
+    sweep_a: Annotated[Path, typer.Argument(help="The before sweep.")],
+    sweep_b: Annotated[Path, typer.Argument(help="The after sweep.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output HTML file (default reports/compare-<a>-vs-<b>.html)."),
+    ] = None,
+    threshold_pct: Annotated[
+        float, typer.Option(help="Highlight changes of at least this many percent.", min=0)
+    ] = DEFAULT_DELTA_PCT,
+) -> None:
+    """Compare two sweeps config by config and write a before/after HTML report."""
+    before = _load_and_analyse(
+        sweep_a, instances=None, workers=None, max_connections=None, reserved=None
+    )
+    after = _load_and_analyse(
+        sweep_b, instances=None, workers=None, max_connections=None, reserved=None
+    )
+    deltas = compare_tables(before.table, after.table, threshold_pct)
+    table = Table(title=f"{before.sweep.name} -> {after.sweep.name}")
+    for header in ("pool", "overflow", "users", "q/req", "rps before", "rps after", "Δ rps",
+                   "p95 before", "p95 after", "Δ p95"):
+        table.add_column(header, justify="right")
+    colours = {"better": "green", "worse": "red", "same": ""}
+    for d in deltas.to_dict("records"):
+        rps_style = colours[d["rps_change"]]
+        p95_style = colours[d["p95_change"]]
+        table.add_row(
+            _fmt(d["pool_size"], 0), _fmt(d["max_overflow"], 0), _fmt(d["users"], 0),
+            _fmt(d["queries_per_request"], 0), _fmt(d["rps_before"]), _fmt(d["rps_after"]),
+            f"[{rps_style}]{d['rps_delta_pct']:+.1f}%[/]" if rps_style
+            else f"{d['rps_delta_pct']:+.1f}%",
+            _fmt(d["p95_ms_before"]), _fmt(d["p95_ms_after"]),
+            f"[{p95_style}]{d['p95_delta_pct']:+.1f}%[/]" if p95_style
+            else f"{d['p95_delta_pct']:+.1f}%",
+        )
+    console.print(table)
+    if deltas.empty:
+        console.print("No config appears in both sweeps.")
+    console.print(f"before: {before.verdict()}", markup=False)
+    console.print(f"after:  {after.verdict()}", markup=False)
+    path = out or DEFAULT_REPORTS_DIR / f"compare-{before.sweep.name}-vs-{after.sweep.name}.html"
+    try:
+        written = render_comparison(before, after, path, threshold_pct)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write report ({exc.strerror or exc})") from None
+    typer.echo(str(written))
+
+
+# --- size ----------------------------------------------------------------------------------
+
+
+@_usage_errors
+def size(
+    concurrency: Annotated[
+        float, typer.Option(help="Concurrent requests per process (e.g. users).", min=1)
+    ],
+    queries_per_request: Annotated[
+        float, typer.Option(help="Queries per request (one session per request).", min=1)
+    ] = 1,
+    hold_time_ms: Annotated[
+        float | None,
+        typer.Option(help="Connection hold time per request (checkout to checkin).", min=0),
+    ] = None,
+    per_query_ms: Annotated[
+        float | None, typer.Option(help="Time per query, if hold time is unknown.", min=0)
+    ] = None,
+    overhead_ms: Annotated[
+        float, typer.Option(help="Work between queries while the session is held.", min=0)
+    ] = 0.0,
+    target_rps: Annotated[
+        float | None,
+        typer.Option(help="Target requests/s per process (default: concurrency / hold time).",
+                     min=0),
+    ] = None,
+    db_cores: Annotated[
+        int | None,
+        typer.Option(help="Database server cores (HikariCP; default: this host's).", min=1),
+    ] = None,
+    spindles: Annotated[int, typer.Option(help="Effective spindles (0 if cached).", min=0)] = 0,
+    p99_wait_ms: P99WaitOpt = DEFAULT_P99_WAIT_MS,
+    headroom: Annotated[
+        float, typer.Option(help="Multiplier on Little's-law busy connections.", min=1)
+    ] = DEFAULT_HEADROOM,
+    connections_per_request: Annotated[
+        int, typer.Option(help="Connections one request holds at once (deadlock floor).", min=1)
+    ] = 1,
+    instances: InstancesOpt = None,
+    workers_per_instance: WorkersOpt = None,
+    max_connections: MaxConnectionsOpt = None,
+    reserved: ReservedOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Size a pool without a benchmark: every model's answer plus the fleet check."""
+    if hold_time_ms is None:
+        if per_query_ms is None:
+            raise UsageError("give --hold-time-ms or --per-query-ms")
+        hold_time_ms = request_hold_time_ms(queries_per_request, per_query_ms, overhead_ms)
+    if hold_time_ms <= 0:
+        raise UsageError("hold time must be > 0 ms")
+    inputs = SizingInputs(
+        concurrency=concurrency,
+        queries_per_request=queries_per_request,
+        hold_time_ms=hold_time_ms,
+        target_rps=target_rps,
+        db_cores=db_cores or os.cpu_count() or 1,
+        spindles=spindles,
+        p99_wait_ms=p99_wait_ms,
+        headroom=headroom,
+    )
+    fleet = Fleet.resolve(
+        {},
+        instances=instances,
+        workers_per_instance=workers_per_instance,
+        max_connections=max_connections,
+        reserved_connections=reserved,
+    )
+    results = size_all(inputs, usl_note="needs a sweep (>= 6 pool sizes)")
+    floor = deadlock_floor(math.ceil(concurrency), connections_per_request)
+    table = Table(
+        title=f"Pool size per process: {concurrency:g} concurrent, {queries_per_request:g} "
+        f"queries/request, hold {hold_time_ms:.1f} ms, {inputs.offered_rps:.1f} rps"
+    )
+    for header in ("model", "connections", "predicted rps", "fleet", "formula"):
+        table.add_column(header, justify="left" if header in ("model", "formula") else "right")
+    for result in results:
+        fits = "-" if fleet is None or result.pool_size is None else (
+            "fits" if fleet.fits(result.pool_size) else "OVER"
+        )
+        table.add_row(
+            result.name,
+            "-" if result.pool_size is None else str(result.pool_size),
+            _fmt(result.predicted_rps),
+            fits,
+            result.formula if result.pool_size is not None else result.note,
+        )
+    console.print(table)
+    if connections_per_request > 1:
+        console.print(
+            f"Deadlock floor: {math.ceil(concurrency)} x ({connections_per_request} - 1) + 1 = "
+            f"{floor} connections (a smaller pool can deadlock)."
+        )
+    if fleet is not None:
+        console.print(
+            f"Fleet: {fleet.processes} processes share {fleet.budget} connections: at most "
+            f"{fleet.per_process} per process."
+        )
+    console.print(
+        seed_formula_explanation(
+            concurrency, queries_per_request, hold_time_ms, inputs.offered_rps
+        ),
+        markup=False,
+    )
+    if json_path is not None:
+        _write_json(
+            json_path,
+            {
+                "inputs": {
+                    "concurrency": concurrency,
+                    "queries_per_request": queries_per_request,
+                    "hold_time_ms": hold_time_ms,
+                    "target_rps": inputs.offered_rps,
+                    "db_cores": inputs.db_cores,
+                    "spindles": spindles,
+                    "p99_wait_ms": p99_wait_ms,
+                    "headroom": headroom,
+                },
+                "models": [
+                    {
+                        "name": r.name,
+                        "pool_size": r.pool_size,
+                        "predicted_rps": r.predicted_rps,
+                        "formula": r.formula,
+                        "fits_fleet": None
+                        if fleet is None or r.pool_size is None
+                        else fleet.fits(r.pool_size),
+                    }
+                    for r in results
+                ],
+                "deadlock_floor": floor,
+                "fleet_per_process": None if fleet is None else fleet.per_process,
+            },
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analysis commands to the main `poolbench` app."""
+    app.command("analyze")(analyze)
+    app.command("report")(report)
+    app.command("recommend")(recommend)
+    app.command("compare")(compare)
+    app.command("size")(size)

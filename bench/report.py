@@ -1,0 +1,587 @@
+"""Render a self-contained HTML report (inline PNG charts, no external assets)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from bench.load import (
+    UNTRUSTED_BOTTLENECKS,
+    Sweep,
+    load_sweep,
+    read_history,
+    scrub_secrets,
+    scrub_tree,
+)
+from bench.models import throughput_ceiling_rps
+from bench.optimum import Analysis, Fleet, WorkloadAnalysis, analyse
+
+DEFAULT_REPORTS_DIR = Path("reports")
+# Columns a before/after comparison matches configs on.
+MATCH_COLUMNS = (
+    "scenario",
+    "pool_size",
+    "max_overflow",
+    "http_concurrency_limit",
+    "users",
+    "pg_max_size",
+    "queries_per_request",
+    "sim_latency_ms",
+    "think_time_s",
+)
+# A change smaller than this is noise for highlighting purposes (Locust percentiles alone are
+# bucketed to within ~5%).
+DEFAULT_DELTA_PCT = 5.0
+MAX_TIME_SERIES_RUNS = 4
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("bench", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chart:
+    """One rendered chart: a title, a data: URI and a caption."""
+
+    key: str
+    title: str
+    uri: str
+    caption: str = ""
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-" if value is None or value == "" else str(value)
+    if math.isnan(number):
+        return "-"
+    if math.isinf(number):
+        return "inf"
+    if digits == 0 or number.is_integer() and abs(number) >= 1000:
+        return f"{number:,.0f}"
+    return f"{number:,.{digits}f}"
+
+
+def _pct(value: Any, digits: int = 2) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else f"{number:.{digits}%}"
+
+
+def _int(value: Any) -> str:
+    return _num(value, 0)
+
+
+_env.filters.update(num=_num, pct=_pct, whole=_int)
+
+
+# --- charts --------------------------------------------------------------------------------
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(width: float = 6.4, height: float = 3.6) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.add_subplot()
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _swept(table: pd.DataFrame, column: str) -> bool:
+    return table[column].nunique(dropna=True) > 1
+
+
+def _series_by(table: pd.DataFrame, column: str) -> list[tuple[Any, pd.DataFrame]]:
+    return [
+        (value, group.sort_values("pool_size"))
+        for value, group in table.groupby(column, dropna=False, sort=True)
+    ]
+
+
+def _pool_slice(workload: WorkloadAnalysis) -> pd.DataFrame:
+    """Configs of the headline workload with non-pool axes fixed at the optimum's values."""
+    table = workload.table
+    row = workload.optimum.row
+    if row is not None:
+        for column in ("http_concurrency_limit", "pg_max_size"):
+            value = row.get(column)
+            if value is not None and not pd.isna(value):
+                table = table[table[column] == value]
+    return table
+
+
+def _chart_throughput(analysis: Analysis) -> Chart | None:
+    workload = analysis.headline
+    table = _pool_slice(workload)
+    if not _swept(table, "pool_size"):
+        return None
+    fig, ax = _figure()
+    for i, (overflow, group) in enumerate(_series_by(table, "max_overflow")):
+        color = _PALETTE[i % len(_PALETTE)]
+        ax.errorbar(
+            group["pool_size"],
+            group["rps"],
+            yerr=group["rps_ci"].fillna(0),
+            marker="o",
+            ms=4,
+            capsize=3,
+            color=color,
+            label=f"max_overflow={_int(overflow)} (mean, 95% CI)",
+        )
+        untrusted = group[group["bottleneck"].isin(UNTRUSTED_BOTTLENECKS)]
+        if not untrusted.empty:
+            ax.scatter(untrusted["pool_size"], untrusted["rps"], marker="x", s=70, color="black")
+    xs = np.linspace(1, float(table["pool_size"].max()), 200)
+    if workload.usl is not None and workload.usl_overflow is not None:
+        overflow = float(workload.usl_overflow)
+        ax.plot(
+            xs,
+            workload.usl.throughput(xs + overflow),
+            "--",
+            color="#555",
+            label=f"USL fit (max_overflow={_int(overflow)}, R²={workload.usl.r2:.3f})",
+        )
+    if workload.inputs is not None:
+        ceiling = [throughput_ceiling_rps(x, workload.inputs.hold_time_ms) for x in xs]
+        ax.plot(xs, ceiling, ":", color="#b00", label="Little's-law ceiling pool_size / hold_time")
+        ax.set_ylim(0, float(table["rps"].max()) * 1.25)
+    if workload.optimum.row is not None:
+        ax.axvline(float(workload.optimum.row["pool_size"]), color="green", alpha=0.4, lw=6)
+    ax.set_xlabel("pool_size")
+    ax.set_ylabel("throughput (requests/s)")
+    ax.legend(fontsize=8, loc="lower right")
+    return Chart(
+        key="throughput",
+        title="Throughput vs pool_size",
+        uri=_png(fig),
+        caption=(
+            "Green band: recommended pool_size. Crosses: CPU- or load-generator-bound configs "
+            "(excluded from conclusions)."
+        ),
+    )
+
+
+def _overflow_slice(workload: WorkloadAnalysis) -> pd.DataFrame:
+    table = _pool_slice(workload)
+    row = workload.optimum.row
+    if row is not None and not pd.isna(row.get("max_overflow")):
+        table = table[table["max_overflow"] == row["max_overflow"]]
+    return table.sort_values("pool_size")
+
+
+def _chart_latency(analysis: Analysis) -> Chart | None:
+    table = _overflow_slice(analysis.headline)
+    if not _swept(table, "pool_size"):
+        return None
+    fig, ax = _figure()
+    for column, color in (("p50_ms", "#2ca02c"), ("p95_ms", "#ff7f0e"), ("p99_ms", "#d62728")):
+        ax.plot(table["pool_size"], table[column], marker="o", ms=4, color=color, label=column)
+    if analysis.slo.p95_ms is not None:
+        ax.axhline(analysis.slo.p95_ms, color="#ff7f0e", ls="--", lw=1, label="SLO p95")
+    ax.set_yscale("log")
+    ax.set_xlabel("pool_size")
+    ax.set_ylabel("response time (ms, log)")
+    ax.legend(fontsize=8)
+    overflow = table["max_overflow"].iloc[0] if not table.empty else math.nan
+    return Chart(
+        key="latency",
+        title="Latency percentiles vs pool_size",
+        uri=_png(fig),
+        caption=f"max_overflow={_int(overflow)}; client-side (Locust) percentiles.",
+    )
+
+
+def _chart_heatmap(analysis: Analysis) -> Chart | None:
+    table = _pool_slice(analysis.headline)
+    if not (_swept(table, "pool_size") and _swept(table, "max_overflow")):
+        return None
+    grid = table.pivot_table(index="max_overflow", columns="pool_size", values="rps", aggfunc="mean")
+    fig, ax = _figure(6.4, 2.2 + 0.35 * len(grid.index))
+    ax.grid(False)
+    image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", origin="lower")
+    ax.set_xticks(range(len(grid.columns)), [_int(c) for c in grid.columns])
+    ax.set_yticks(range(len(grid.index)), [_int(i) for i in grid.index])
+    if grid.size <= 120:
+        values = grid.to_numpy(dtype=float)
+        top = np.nanmax(values)
+        for (r, c), value in np.ndenumerate(values):
+            if not math.isnan(value):
+                ax.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                        color="black" if value > 0.6 * top else "white")
+    ax.set_xlabel("pool_size")
+    ax.set_ylabel("max_overflow")
+    fig.colorbar(image, ax=ax, label="requests/s")
+    return Chart(key="heatmap", title="Throughput: pool_size x max_overflow", uri=_png(fig))
+
+
+def _chart_pool_telemetry(analysis: Analysis) -> Chart | None:
+    table = _overflow_slice(analysis.headline)
+    if not _swept(table, "pool_size") or table["hold_time_mean_ms"].isna().all():
+        return None
+    fig, ax = _figure()
+    ax.plot(table["pool_size"], table["acquire_wait_p95_ms"], marker="o", ms=4,
+            label="acquire wait p95 (ms)", color="#d62728")
+    ax.plot(table["pool_size"], table["hold_time_mean_ms"], marker="s", ms=4,
+            label="hold time mean (ms)", color="#1f77b4")
+    ax.set_xlabel("pool_size")
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=8)
+    return Chart(
+        key="pool",
+        title="Acquire wait and hold time vs pool_size",
+        uri=_png(fig),
+        caption="App telemetry: waiting for a connection vs holding one (checkout to checkin).",
+    )
+
+
+def _chart_errors(analysis: Analysis) -> Chart | None:
+    table = _pool_slice(analysis.headline)
+    if not _swept(table, "pool_size"):
+        return None
+    fig, ax = _figure()
+    for i, (overflow, group) in enumerate(_series_by(table, "max_overflow")):
+        ax.plot(group["pool_size"], group["error_rate"].fillna(0) * 100, marker="o", ms=4,
+                color=_PALETTE[i % len(_PALETTE)], label=f"max_overflow={_int(overflow)}")
+    if analysis.slo.max_error_rate is not None:
+        ax.axhline(analysis.slo.max_error_rate * 100, color="#d62728", ls="--", lw=1,
+                   label="SLO max error rate")
+    ax.set_xlabel("pool_size")
+    ax.set_ylabel("error rate (%)")
+    ax.legend(fontsize=8)
+    return Chart(key="errors", title="Error rate vs pool_size", uri=_png(fig))
+
+
+def _chart_models(analysis: Analysis) -> Chart | None:
+    workload = analysis.headline
+    models = [c for c in workload.models if c.model.pool_size is not None]
+    if not models or workload.optimum.row is None:
+        return None
+    fig, ax = _figure()
+    names = [c.model.name for c in models]
+    sizes = [float(c.model.pool_size or 0) for c in models]
+    colors = ["#d62728" if c.model.name == "seed formula" else "#1f77b4" for c in models]
+    ax.barh(names, sizes, color=colors)
+    optimum = float(workload.optimum.row["connections"])
+    ax.axvline(optimum, color="green", lw=2, label=f"measured optimum ({optimum:g})")
+    if analysis.fleet is not None:
+        ax.axvline(analysis.fleet.per_process, color="black", ls="--", lw=1,
+                   label=f"fleet budget per process ({analysis.fleet.per_process})")
+    for y, size in enumerate(sizes):
+        ax.text(size, y, f" {size:g}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("connections (pool_size + max_overflow)")
+    ax.legend(fontsize=8, loc="lower right")
+    return Chart(key="models", title="Model recommendations vs measured optimum", uri=_png(fig))
+
+
+def _chart_axis_curves(analysis: Analysis, axis: str, title: str) -> Chart | None:
+    """Throughput vs pool_size with one line per value of another swept axis."""
+    table = analysis.table
+    if not (_swept(table, axis) and _swept(table, "pool_size")):
+        return None
+    row = analysis.recommended or {}
+    if axis != "max_overflow" and not pd.isna(row.get("max_overflow", math.nan)):
+        table = table[table["max_overflow"] == row["max_overflow"]]
+    fig, ax = _figure()
+    for i, (value, group) in enumerate(_series_by(table, axis)):
+        curve = group.groupby("pool_size")["rps"].mean()
+        color = _PALETTE[i % len(_PALETTE)]
+        ax.plot(curve.index, curve.to_numpy(), marker="o", ms=4, color=color,
+                label=f"{axis}={_num(value, 0)}")
+    ax.set_xlabel("pool_size")
+    ax.set_ylabel("throughput (requests/s)")
+    ax.legend(fontsize=8)
+    caption = ""
+    if axis == "queries_per_request":
+        caption = (
+            "Each workload's measured optimum is in the models table below; the seed formula "
+            "shrinks the pool as queries per request grow, while these curves need more."
+        )
+    return Chart(key=f"axis-{axis}", title=title, uri=_png(fig), caption=caption)
+
+
+def _chart_semaphore(analysis: Analysis) -> Chart | None:
+    table = analysis.table
+    if not _swept(table, "http_concurrency_limit"):
+        return None
+    fig, ax = _figure()
+    for i, (pool, group) in enumerate(table.groupby("connections", sort=True)):
+        if i >= len(_PALETTE):
+            break
+        curve = group.groupby("http_concurrency_limit")["rps"].mean()
+        ax.plot(curve.index, curve.to_numpy(), marker="o", ms=4, color=_PALETTE[i],
+                label=f"{_int(pool)} connections")
+    ax.set_xlabel("http_concurrency_limit (semaphore)")
+    ax.set_ylabel("throughput (requests/s)")
+    ax.legend(fontsize=8)
+    return Chart(key="semaphore", title="Semaphore limit sweep", uri=_png(fig))
+
+
+def _representative_runs(analysis: Analysis) -> list[str]:
+    """A few runs worth a look: the recommended config, the extremes, the worst errors."""
+    sweep = analysis.sweep
+    runs = sweep.runs[sweep.runs["run_id"].isin(list(sweep.history_paths))]
+    if runs.empty:
+        return []
+    picks: list[str] = []
+    row = analysis.recommended
+    if row is not None and not pd.isna(row.get("pool_size")):
+        same = runs[
+            (runs["pool_size"] == row["pool_size"]) & (runs["max_overflow"] == row["max_overflow"])
+        ]
+        picks += list(same["run_id"].head(1))
+    ordered = runs.sort_values(["connections", "repetition"])
+    picks += [ordered["run_id"].iloc[0], ordered["run_id"].iloc[-1]]
+    worst = runs.sort_values("error_rate", ascending=False)
+    if worst["error_rate"].fillna(0).iloc[0] > 0:
+        picks.append(worst["run_id"].iloc[0])
+    # One run per config: a second repetition of the same point adds nothing to the picture.
+    config_of = dict(zip(runs["run_id"], zip(runs["pool_size"], runs["max_overflow"], runs["users"],
+                                                 runs["queries_per_request"], strict=True),
+                         strict=True))
+    unique: dict[Any, str] = {}
+    for run_id in picks:
+        unique.setdefault(config_of[run_id], run_id)
+    return list(unique.values())[:MAX_TIME_SERIES_RUNS]
+
+
+def _chart_time_series(analysis: Analysis) -> Chart | None:
+    picks = [
+        (run_id, read_history(analysis.sweep.history_paths[run_id]))
+        for run_id in _representative_runs(analysis)
+    ]
+    picks = [(run_id, h) for run_id, h in picks if not h.empty]
+    if not picks:
+        return None
+    fig = Figure(figsize=(11, 2.1 * len(picks)), layout="constrained")
+    axes = fig.subplots(len(picks), 2, squeeze=False)
+    for (run_id, history), (ax_rps, ax_lat) in zip(picks, axes, strict=True):
+        ax_rps.plot(history["t_s"], history["Requests/s"], color="#1f77b4", label="requests/s")
+        if "Failures/s" in history:
+            ax_rps.plot(history["t_s"], history["Failures/s"], color="#d62728", label="failures/s")
+        ax_users = ax_rps.twinx()
+        ax_users.plot(history["t_s"], history["User Count"], color="#999", ls="--", label="users")
+        ax_users.set_ylabel("users", fontsize=8)
+        ax_rps.set_title(run_id, fontsize=9, loc="left")
+        ax_rps.set_ylabel("req/s", fontsize=8)
+        for column, color in (("50%", "#2ca02c"), ("95%", "#ff7f0e"), ("99%", "#d62728")):
+            if column in history:
+                ax_lat.plot(history["t_s"], history[column], color=color, label=f"p{column[:-1]}")
+        ax_lat.set_ylabel("ms", fontsize=8)
+        for ax in (ax_rps, ax_lat):
+            ax.grid(True, alpha=0.3)
+            ax.tick_params(labelsize=8)
+        ax_rps.legend(fontsize=7, loc="lower right")
+        ax_lat.legend(fontsize=7, loc="upper right")
+    axes[-1][0].set_xlabel("seconds")
+    axes[-1][1].set_xlabel("seconds")
+    return Chart(
+        key="timeseries",
+        title="Per-run time series (representative runs)",
+        uri=_png(fig),
+        caption="From runs/<run_id>/locust_stats_history.csv (Aggregated rows).",
+    )
+
+
+def build_charts(analysis: Analysis) -> list[Chart]:
+    """Every chart whose axes were swept; the others are skipped."""
+    builders: list[Callable[[Analysis], Chart | None]] = [
+        _chart_throughput,
+        _chart_latency,
+        _chart_heatmap,
+        _chart_pool_telemetry,
+        _chart_errors,
+        _chart_models,
+        _chart_semaphore,
+        lambda a: _chart_axis_curves(a, "queries_per_request", "Queries per request"),
+        lambda a: _chart_axis_curves(a, "users", "Users (concurrency)"),
+        _chart_time_series,
+    ]
+    return [chart for build in builders if (chart := build(analysis)) is not None]
+
+
+# --- context -------------------------------------------------------------------------------
+
+
+def _environment(sweep: Sweep) -> list[tuple[str, str]]:
+    """Flattened manifest (spec excluded), secrets already scrubbed, as (key, value) pairs."""
+    items: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            items.append((prefix, scrub_secrets(text)))
+
+    walk("", {k: v for k, v in sweep.manifest.items() if k != "spec"})
+    return items
+
+
+def _row_flags(analysis: Analysis, row: Mapping[str, Any]) -> dict[str, Any]:
+    fleet = analysis.fleet
+    return {
+        "slo": analysis.slo.passes(row["p95_ms"], row["error_rate"])
+        if analysis.slo.is_set
+        else None,
+        "fleet": None if fleet is None or pd.isna(row["connections"]) else fleet.fits(
+            row["connections"]
+        ),
+    }
+
+
+def _context(analysis: Analysis, charts: list[Chart]) -> dict[str, Any]:
+    sweep = analysis.sweep
+    recommended = analysis.recommended
+    configs = []
+    rec_key = None if recommended is None else tuple(
+        recommended.get(c) for c in ("scenario", "pool_size", "max_overflow",
+                                     "http_concurrency_limit", "users", "queries_per_request")
+    )
+    for row in analysis.table.to_dict("records"):
+        key = tuple(row.get(c) for c in ("scenario", "pool_size", "max_overflow",
+                                         "http_concurrency_limit", "users", "queries_per_request"))
+        configs.append({**row, **_row_flags(analysis, row), "recommended": key == rec_key})
+    return {
+        "title": f"poolbench report: {sweep.name}",
+        "sweep": sweep,
+        "analysis": analysis,
+        "recommended": recommended,
+        "headline": analysis.headline,
+        "charts": charts,
+        "configs": configs,
+        "runs": sweep.runs.to_dict("records"),
+        "environment": _environment(sweep),
+        "spec_json": json.dumps(scrub_tree(sweep.spec), indent=2, default=str),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "untrusted": UNTRUSTED_BOTTLENECKS,
+    }
+
+
+def default_report_path(sweep_dir: Path, reports_dir: Path = DEFAULT_REPORTS_DIR) -> Path:
+    """`reports/<sweep dir name>.html`."""
+    name = Path(sweep_dir).resolve().name or "sweep"
+    if name.endswith("_stats.csv"):
+        name = name[: -len("_stats.csv")]
+    return reports_dir / f"{name}.html"
+
+
+def _write(html: str, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Last line of defence: no `scheme://user:password@` survives into the file.
+    out.write_text(scrub_secrets(html), encoding="utf-8")
+    return out
+
+
+def render_analysis(analysis: Analysis, out: Path) -> Path:
+    """Write the HTML report of an analysed sweep to `out`."""
+    html = _env.get_template("report.html.j2").render(
+        mode="report", **_context(analysis, build_charts(analysis))
+    )
+    return _write(html, out)
+
+
+def render_report(
+    sweep_dir: Path, out: Path | None = None, fleet: Fleet | None = None
+) -> Path:
+    """Load, analyse and render a sweep; default output `reports/<sweep dir name>.html`."""
+    sweep = load_sweep(Path(sweep_dir))
+    resolved_fleet = fleet if fleet is not None else Fleet.resolve(sweep.spec)
+    analysis = analyse(sweep, fleet=resolved_fleet)
+    return render_analysis(analysis, out or default_report_path(Path(sweep_dir)))
+
+
+# --- before/after --------------------------------------------------------------------------
+
+
+def compare_tables(
+    before: pd.DataFrame, after: pd.DataFrame, threshold_pct: float = DEFAULT_DELTA_PCT
+) -> pd.DataFrame:
+    """Configs present in both sweeps with rps/p95/error deltas and a better/worse verdict."""
+    keys = list(MATCH_COLUMNS)
+    columns = [*keys, "rps", "p95_ms", "p99_ms", "error_rate", "rps_ci", "bottleneck"]
+    merged = before[columns].merge(
+        after[columns], on=keys, how="inner", suffixes=("_before", "_after")
+    )
+    merged["rps_delta_pct"] = 100 * (merged["rps_after"] / merged["rps_before"] - 1)
+    merged["p95_delta_pct"] = 100 * (merged["p95_ms_after"] / merged["p95_ms_before"] - 1)
+    merged["error_delta"] = merged["error_rate_after"].fillna(0) - merged[
+        "error_rate_before"
+    ].fillna(0)
+    # Throughput up is good, latency up is bad.
+    merged["rps_change"] = np.select(
+        [merged["rps_delta_pct"] >= threshold_pct, merged["rps_delta_pct"] <= -threshold_pct],
+        ["better", "worse"],
+        "same",
+    )
+    merged["p95_change"] = np.select(
+        [merged["p95_delta_pct"] <= -threshold_pct, merged["p95_delta_pct"] >= threshold_pct],
+        ["better", "worse"],
+        "same",
+    )
+    return merged.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _chart_compare(before: Analysis, after: Analysis) -> Chart | None:
+    fig, ax = _figure()
+    drawn = False
+    for label, analysis, style in (("before", before, "--"), ("after", after, "-")):
+        table = _overflow_slice(analysis.headline)
+        if _swept(table, "pool_size"):
+            ax.plot(table["pool_size"], table["rps"], style, marker="o", ms=4,
+                    label=f"{label}: {analysis.sweep.name}")
+            drawn = True
+    if not drawn:
+        return None
+    ax.set_xlabel("pool_size")
+    ax.set_ylabel("throughput (requests/s)")
+    ax.legend(fontsize=8)
+    return Chart(key="compare", title="Throughput vs pool_size, before and after", uri=_png(fig))
+
+
+def render_comparison(
+    before: Analysis, after: Analysis, out: Path, threshold_pct: float = DEFAULT_DELTA_PCT
+) -> Path:
+    """Write a before/after HTML report of two analysed sweeps."""
+    deltas = compare_tables(before.table, after.table, threshold_pct)
+    charts = [c for c in (_chart_compare(before, after),) if c is not None]
+    html = _env.get_template("report.html.j2").render(
+        mode="compare",
+        title=f"poolbench comparison: {before.sweep.name} -> {after.sweep.name}",
+        before=before,
+        after=after,
+        deltas=deltas.to_dict("records"),
+        threshold_pct=threshold_pct,
+        charts=charts,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    return _write(html, out)

@@ -1,0 +1,97 @@
+"""Request dependencies as `Annotated` aliases, handing out what the lifespan created."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from sample_app.config import Settings
+from sample_app.db import PgPool
+from sample_app.telemetry import Telemetry
+
+
+@dataclass
+class UserIds:
+    """Highest seeded user id, read at start-up (random reads draw ids in 1..high)."""
+
+    high: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    """Process-wide clients and pools, made once by the lifespan and stored on app.state."""
+
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    pg_pool: PgPool
+    http_client: httpx.AsyncClient
+    http_semaphore: asyncio.Semaphore
+    user_ids: UserIds
+
+
+def get_resources(request: Request) -> Resources:
+    """Return the lifespan's resources (an error if the lifespan has not run)."""
+    resources = getattr(request.app.state, "resources", None)
+    if not isinstance(resources, Resources):
+        raise RuntimeError("app resources missing: the lifespan has not run")
+    return resources
+
+
+def get_settings(request: Request) -> Settings:
+    """Return the settings this app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_telemetry(request: Request) -> Telemetry:
+    """Return this app's telemetry."""
+    telemetry: Telemetry = request.app.state.telemetry
+    return telemetry
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """Yield one session per request: commit on success, roll back on error, always close."""
+    async with resources.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except Exception:
+            await session.rollback()
+            raise
+        # Cancellation (client gone, deadline) skips both branches on purpose: closing the
+        # session in `async with` rolls back and returns the connection, shielded.
+
+
+def get_http_client(resources: ResourcesDep) -> httpx.AsyncClient:
+    """Return the shared downstream client."""
+    return resources.http_client
+
+
+def get_http_semaphore(resources: ResourcesDep) -> asyncio.Semaphore:
+    """Return the semaphore bounding downstream calls in flight (HTTP_CONCURRENCY_LIMIT)."""
+    return resources.http_semaphore
+
+
+def get_pg_pool(resources: ResourcesDep) -> PgPool:
+    """Return the direct asyncpg pool."""
+    return resources.pg_pool
+
+
+# scope="function": commit and release the connection when the endpoint returns, before the
+# response is sent, so a failed commit still becomes an error response and the lease does not
+# include sending the body to a slow client.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
+HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
+HttpSemaphoreDep = Annotated[asyncio.Semaphore, Depends(get_http_semaphore)]
+PgPoolDep = Annotated[PgPool, Depends(get_pg_pool)]

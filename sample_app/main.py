@@ -1,0 +1,155 @@
+"""App factory and lifespan: `uvicorn sample_app.main:app`.
+
+Importing this module builds the app but connects to nothing; engines, pools and the HTTP
+client are created by the lifespan and closed when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from sample_app.config import Settings, get_settings
+from sample_app.db import (
+    create_engine,
+    create_pg_pool,
+    create_schema,
+    create_sessionmaker,
+    max_user_id,
+)
+from sample_app.deps import Resources, UserIds
+from sample_app.middleware import AccessLogMiddleware, RequestIDMiddleware, TimingMiddleware
+from sample_app.problems import REQUEST_ID_HEADER, install_problem_handlers
+from sample_app.routes import ROUTERS
+from sample_app.telemetry import Telemetry
+
+logger = logging.getLogger("sample_app")
+
+
+def configure_logging(settings: Settings) -> None:
+    """Set the app's log level; give it a handler only when nobody configured logging."""
+    logger.setLevel(settings.log_level)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+    # Our access line (ACCESS_LOG=true) replaces uvicorn's; two lines per request would double
+    # the logging cost that benchmarks switch it off for.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def _http_client(settings: Settings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=str(settings.downstream_url),
+        limits=httpx.Limits(
+            max_connections=settings.http_max_connections,
+            max_keepalive_connections=settings.http_max_keepalive,
+        ),
+        timeout=httpx.Timeout(settings.http_timeout_s),
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Create every pool and client once; close them all on shutdown, even after a failure."""
+    settings: Settings = app.state.settings
+    telemetry: Telemetry = app.state.telemetry
+    configure_logging(settings)
+    async with AsyncExitStack() as stack:
+        engine = create_engine(settings, telemetry.sqlalchemy)
+        stack.push_async_callback(engine.dispose)
+        if settings.create_schema:
+            await create_schema(engine)
+        pg_pool = await create_pg_pool(settings, telemetry.asyncpg)
+        stack.push_async_callback(pg_pool.close)
+        http_client = await stack.enter_async_context(_http_client(settings))
+        app.state.resources = Resources(
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine, settings),
+            pg_pool=pg_pool,
+            http_client=http_client,
+            http_semaphore=asyncio.Semaphore(settings.http_concurrency_limit),
+            user_ids=UserIds(high=await max_user_id(engine)),
+        )
+        logger.info(
+            "started: db pool %d+%d, asyncpg pool %d..%d, http limit %d, sim latency %g ms",
+            settings.db_pool_size,
+            settings.db_max_overflow,
+            settings.pg_pool_min_size,
+            settings.pg_pool_max_size,
+            settings.http_concurrency_limit,
+            settings.sim_query_latency_ms,
+        )
+        try:
+            yield
+        finally:
+            del app.state.resources
+            logger.info("stopping: closing pools and clients")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for these settings (default: from the environment); connect nothing yet."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="poolbench sample app",
+        lifespan=lifespan,
+        # Outermost first. CORS answers preflights before anything else runs; the request id
+        # wraps timing and logging so both can use it.
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Content-Type", REQUEST_ID_HEADER],
+                expose_headers=[REQUEST_ID_HEADER, "Server-Timing", "Retry-After"],
+            ),
+            Middleware(RequestIDMiddleware),
+            Middleware(TimingMiddleware),
+            Middleware(AccessLogMiddleware, enabled=settings.access_log),
+        ],
+    )
+    app.state.settings = settings
+    app.state.telemetry = Telemetry(
+        db_pool_size=settings.db_pool_size,
+        db_max_overflow=settings.db_max_overflow,
+        pg_pool_max_size=settings.pg_pool_max_size,
+        http_concurrency_limit=settings.http_concurrency_limit,
+    )
+    install_problem_handlers(
+        app,
+        db_pool_timeout_s=settings.db_pool_timeout_s,
+        pg_timeout_s=settings.pg_pool_acquire_timeout_s,
+    )
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def settings_error_message(error: ValidationError) -> str:
+    """Render a settings error as one line per bad variable, named as in the environment."""
+    lines = ["invalid settings:"]
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        given = f" (got {item['input']!r})" if item["loc"] else ""
+        lines.append(f"  {name}: {item['msg']}{given}")
+    return "\n".join(lines)
+
+
+def _app_from_environment() -> FastAPI:
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        # SystemExit with a message: the server process prints it and exits 1, no traceback.
+        raise SystemExit(settings_error_message(error)) from None
+    return create_app(settings)
+
+
+app = _app_from_environment()

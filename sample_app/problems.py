@@ -1,0 +1,158 @@
+"""Errors as RFC 7807 problem details (`application/problem+json`).
+
+Every error the app answers has the same shape: type, title, status, detail, instance and the
+request id, plus `errors` for validation failures. Pool exhaustion answers 503 with
+Retry-After instead of hanging or failing with a bare 500; unexpected errors answer a 500 that
+says nothing about the internals (the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from http import HTTPStatus
+from typing import Any
+
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sample_app.db import PgPoolTimeoutError
+
+PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_HEADER = "X-Request-ID"
+TYPE_PREFIX = "urn:poolbench:problem:"
+DEFAULT_RETRY_AFTER_S = 1
+
+logger = logging.getLogger(__name__)
+
+
+class NotFoundError(Exception):
+    """A row the request names does not exist."""
+
+    def __init__(self, resource: str, id_: int) -> None:
+        super().__init__(f"{resource} {id_} not found")
+        self.resource = resource
+        self.id = id_
+
+
+class DownstreamTimeoutError(Exception):
+    """The downstream calls of a request did not finish within HTTP_TIMEOUT_S."""
+
+
+class DownstreamError(Exception):
+    """A downstream call failed (connection error or error status)."""
+
+
+def request_id_of(request: Request) -> str | None:
+    """Return the id the request-id middleware gave this request."""
+    # From scope state, not the context variable: the 500 handler runs outside the middleware
+    # that set the variable, after it was reset; the scope dict is shared by both.
+    return request.scope.get("state", {}).get("request_id")
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build a problem+json response; `kind` names the problem type, else `about:blank`."""
+    request_id = request_id_of(request)
+    body = {
+        "type": f"{TYPE_PREFIX}{kind}" if kind else "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": request_id,
+        **extra,
+    }
+    all_headers = dict(headers or {})
+    if request_id:
+        all_headers.setdefault(REQUEST_ID_HEADER, request_id)
+    return JSONResponse(
+        jsonable_encoder(body), status_code=status, headers=all_headers, media_type=PROBLEM_JSON
+    )
+
+
+def _retry_after(timeout_s: float) -> dict[str, str]:
+    # A client retrying sooner than a pool timeout would only queue again behind the backlog.
+    return {"Retry-After": str(max(DEFAULT_RETRY_AFTER_S, math.ceil(timeout_s)))}
+
+
+def install_problem_handlers(
+    app: FastAPI, *, db_pool_timeout_s: float, pg_timeout_s: float
+) -> None:
+    """Register a problem+json handler for every error the app can answer."""
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem_response(
+            request, exc.status_code, str(exc.detail), headers=dict(exc.headers or {})
+        )
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {key: err[key] for key in ("type", "loc", "msg", "input") if key in err}
+            for err in exc.errors()
+        ]
+        return problem_response(
+            request, 422, "the request is not valid", kind="validation", errors=errors
+        )
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(request, 404, str(exc), kind="not-found")
+
+    async def db_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("sqlalchemy pool checkout timed out: %s", exc)
+        return problem_response(
+            request,
+            503,
+            "no database connection became free in time; retry later",
+            kind="pool-timeout",
+            title="Database pool exhausted",
+            headers=_retry_after(db_pool_timeout_s),
+            pool="sqlalchemy",
+        )
+
+    async def pg_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("asyncpg pool acquire timed out: %s", exc)
+        return problem_response(
+            request,
+            503,
+            "no database connection became free in time; retry later",
+            kind="pool-timeout",
+            title="Database pool exhausted",
+            headers=_retry_after(pg_timeout_s),
+            pool="asyncpg",
+        )
+
+    async def downstream_timeout(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(request, 504, str(exc), kind="downstream-timeout")
+
+    async def downstream_error(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(request, 502, str(exc), kind="downstream-error")
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error, request_id=%s", request_id_of(request), exc_info=exc)
+        return problem_response(request, 500, "an unexpected error occurred", kind="internal")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(NotFoundError, not_found)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, db_pool_timeout)
+    app.add_exception_handler(PgPoolTimeoutError, pg_pool_timeout)
+    app.add_exception_handler(DownstreamTimeoutError, downstream_timeout)
+    app.add_exception_handler(DownstreamError, downstream_error)
+    # `Exception` is served by Starlette's outermost ServerErrorMiddleware, outside our
+    # middleware: that is why the handler adds the request id header itself.
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,67 @@
+"""Fan-out to a downstream service: bounded concurrency, one deadline for the whole request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Query
+
+from sample_app.deps import HttpClientDep, HttpSemaphoreDep, SettingsDep, TelemetryDep
+from sample_app.problems import DownstreamError, DownstreamTimeoutError
+from sample_app.schemas import FanoutOut
+from sample_app.telemetry import HttpTelemetry
+
+router = APIRouter(tags=["fanout"])
+
+MAX_CALLS = 100
+WORK_PATH = "/work"
+
+
+async def _call_downstream(
+    client: httpx.AsyncClient, semaphore: asyncio.Semaphore, telemetry: HttpTelemetry
+) -> None:
+    # The semaphore is app-wide: it bounds calls in flight across all requests, not per request.
+    async with semaphore:
+        with telemetry.track_call():
+            response = await client.get(WORK_PATH)
+            response.raise_for_status()
+
+
+@router.get("/fanout")
+async def fanout(
+    client: HttpClientDep,
+    semaphore: HttpSemaphoreDep,
+    telemetry: TelemetryDep,
+    settings: SettingsDep,
+    calls: Annotated[int, Query(ge=1, le=MAX_CALLS)] = 5,
+) -> FanoutOut:
+    """Call the downstream `calls` times concurrently; 504 past HTTP_TIMEOUT_S, 502 on errors."""
+    started = time.perf_counter()
+    try:
+        # asyncio.timeout outside the TaskGroup: on the deadline the group cancels every call
+        # (closing their connections, which the downstream sees) before we answer 504.
+        async with asyncio.timeout(settings.http_timeout_s):
+            async with asyncio.TaskGroup() as group:
+                for _ in range(calls):
+                    group.create_task(_call_downstream(client, semaphore, telemetry.http))
+    except TimeoutError:
+        telemetry.http.record_timeout()
+        raise DownstreamTimeoutError(
+            f"downstream calls did not finish within {settings.http_timeout_s:g} s"
+        ) from None
+    except ExceptionGroup as group_error:
+        # A call failed, so the group cancelled its siblings; map what failed to a status.
+        timeouts, rest = group_error.split(httpx.TimeoutException)
+        if timeouts is not None and rest is None:
+            telemetry.http.record_timeout()
+            raise DownstreamTimeoutError("downstream call timed out") from group_error
+        failed, unexpected = group_error.split(httpx.HTTPError)
+        if unexpected is not None:
+            raise
+        assert failed is not None
+        first = failed.exceptions[0]
+        raise DownstreamError(f"downstream call failed: {type(first).__name__}") from group_error
+    return FanoutOut(calls=calls, elapsed_ms=round((time.perf_counter() - started) * 1000, 2))

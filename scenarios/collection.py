@@ -1,0 +1,18 @@
+"""A user with orders and items (selectinload: several queries in one session)."""
+
+from locust import FastHttpUser, task
+
+from scenarios.common import pacing, random_user_id
+from scenarios.shapes import shape_from_env
+
+LoadShape = shape_from_env()
+
+
+class CollectionUser(FastHttpUser):
+    """Reads a user's orders with their items."""
+
+    wait_time = pacing()
+
+    @task
+    def get_orders(self) -> None:
+        self.client.get(f"/users/{random_user_id()}/orders", name="/users/[id]/orders")

@@ -1,0 +1,18 @@
+"""K concurrent downstream calls per request, bounded by the app's semaphore; K from env."""
+
+from locust import FastHttpUser, task
+
+from scenarios.common import SETTINGS, pacing
+from scenarios.shapes import shape_from_env
+
+LoadShape = shape_from_env()
+
+
+class FanoutUser(FastHttpUser):
+    """Asks the app to fan out to the downstream stub."""
+
+    wait_time = pacing()
+
+    @task
+    def get_fanout(self) -> None:
+        self.client.get(f"/fanout?calls={SETTINGS.fanout_calls}", name="/fanout")

@@ -1,0 +1,18 @@
+"""One single-row read per request: the simplest pool-bound workload."""
+
+from locust import FastHttpUser, task
+
+from scenarios.common import pacing, random_user_id
+from scenarios.shapes import shape_from_env
+
+LoadShape = shape_from_env()
+
+
+class SingleQueryUser(FastHttpUser):
+    """Reads one user by id."""
+
+    wait_time = pacing()
+
+    @task
+    def get_user(self) -> None:
+        self.client.get(f"/users/{random_user_id()}", name="/users/[id]")
