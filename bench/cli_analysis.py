@@ -26,6 +26,7 @@ from bench.models import (
     request_hold_time_ms,
     seed_formula_explanation,
     size_all,
+    throughput_ceiling_rps,
 )
 from bench.optimum import (
     Analysis,
@@ -69,11 +70,15 @@ MaxConnectionsOpt = Annotated[
 ]
 ReservedOpt = Annotated[
     int | None,
-    typer.Option("--reserved", help="Connections reserved for admins, migrations, replicas.", min=0),
+    typer.Option(
+        "--reserved", help="Connections reserved for admins, migrations, replicas.", min=0
+    ),
 ]
 ToleranceOpt = Annotated[
     float,
-    typer.Option(help="Accept configs within this fraction of the best throughput.", min=0, max=0.99),
+    typer.Option(
+        help="Accept configs within this fraction of the best throughput.", min=0, max=0.99
+    ),
 ]
 FailOnOpt = Annotated[
     list[str] | None,
@@ -88,7 +93,9 @@ JsonOpt = Annotated[
 ]
 DbCoresOpt = Annotated[
     int | None,
-    typer.Option("--db-cores", help="Database server cores for HikariCP (default: host cores).", min=1),
+    typer.Option(
+        "--db-cores", help="Database server cores for HikariCP (default: host cores).", min=1
+    ),
 ]
 P99WaitOpt = Annotated[
     float, typer.Option("--p99-wait-ms", help="Erlang C target: p99 connection wait.", min=0)
@@ -187,8 +194,23 @@ def _write_json(path: Path, document: Mapping[str, Any]) -> None:
 def _config_table(analysis: Analysis) -> Table:
     table = Table(title=f"Configs of {analysis.sweep.name} (mean of repetitions)")
     for header in (
-        "pool", "overflow", "limit", "users", "q/req", "reps", "rps", "±CI", "p50", "p95", "p99",
-        "errors", "wait p95", "hold", "peak", "timeouts", "bottleneck",
+        "pool",
+        "overflow",
+        "limit",
+        "users",
+        "q/req",
+        "reps",
+        "rps",
+        "±CI",
+        "p50",
+        "p95",
+        "p99",
+        "errors",
+        "wait p95",
+        "hold",
+        "peak",
+        "timeouts",
+        "bottleneck",
     ):
         table.add_column(header, justify="left" if header == "bottleneck" else "right")
     rows = analysis.table.sort_values(["connections", "max_overflow"], kind="stable")
@@ -199,17 +221,33 @@ def _config_table(analysis: Analysis) -> Table:
             break
         is_rec = rec is not None and all(
             row.get(k) == rec.get(k) or (_fmt(row.get(k)) == _fmt(rec.get(k)))
-            for k in ("scenario", "pool_size", "max_overflow", "http_concurrency_limit", "users",
-                      "queries_per_request")
+            for k in (
+                "scenario",
+                "pool_size",
+                "max_overflow",
+                "http_concurrency_limit",
+                "users",
+                "queries_per_request",
+            )
         )
         table.add_row(
-            _fmt(row["pool_size"], 0), _fmt(row["max_overflow"], 0),
-            _fmt(row["http_concurrency_limit"], 0), _fmt(row["users"], 0),
-            _fmt(row["queries_per_request"], 0), str(row["reps"]), _fmt(row["rps"]),
-            _fmt(row["rps_ci"]), _fmt(row["p50_ms"]), _fmt(row["p95_ms"]), _fmt(row["p99_ms"]),
-            _pct(row["error_rate"]), _fmt(row["acquire_wait_p95_ms"]),
-            _fmt(row["hold_time_mean_ms"]), _fmt(row["peak_checked_out"], 0),
-            _fmt(row["pool_timeouts"], 0), str(row["bottleneck"]),
+            _fmt(row["pool_size"], 0),
+            _fmt(row["max_overflow"], 0),
+            _fmt(row["http_concurrency_limit"], 0),
+            _fmt(row["users"], 0),
+            _fmt(row["queries_per_request"], 0),
+            str(row["reps"]),
+            _fmt(row["rps"]),
+            _fmt(row["rps_ci"]),
+            _fmt(row["p50_ms"]),
+            _fmt(row["p95_ms"]),
+            _fmt(row["p99_ms"]),
+            _pct(row["error_rate"]),
+            _fmt(row["acquire_wait_p95_ms"]),
+            _fmt(row["hold_time_mean_ms"]),
+            _fmt(row["peak_checked_out"], 0),
+            _fmt(row["pool_timeouts"], 0),
+            str(row["bottleneck"]),
             style="bold green" if is_rec else None,
         )
     return table
@@ -224,8 +262,16 @@ def _models_table(analysis: Analysis) -> Table | None:
         title=f"Sizing models vs measured optimum ({_fmt(optimum.get('connections'), 0)} "
         f"connections, {_fmt(optimum.get('rps'))} rps)"
     )
-    for header in ("model", "connections", "vs optimum", "predicted rps", "measured rps",
-                   "error", "fleet", "formula"):
+    for header in (
+        "model",
+        "connections",
+        "vs optimum",
+        "predicted rps",
+        "measured rps",
+        "error",
+        "fleet",
+        "formula",
+    ):
         table.add_column(header, justify="left" if header in ("model", "formula") else "right")
     for c in workload.models:
         table.add_row(
@@ -405,8 +451,8 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         "shortest one (--idle-timeout-s) and keep pool_pre_ping=True (one round trip per "
         "checkout).",
         "# - PgBouncer in transaction mode breaks asyncpg's prepared statements (\"prepared "
-        "statement ... does not exist / already exists\"). Workaround: connect_args="
-        "{\"statement_cache_size\": 0, \"prepared_statement_cache_size\": 0} plus unique "
+        'statement ... does not exist / already exists"). Workaround: connect_args='
+        '{"statement_cache_size": 0, "prepared_statement_cache_size": 0} plus unique '
         "statement names (prepared_statement_name_func), or PgBouncer >= 1.21 with "
         "max_prepared_statements; let PgBouncer do the pooling.",
     ]
@@ -481,20 +527,37 @@ def compare(
     )
     deltas = compare_tables(before.table, after.table, threshold_pct)
     table = Table(title=f"{before.sweep.name} -> {after.sweep.name}")
-    for header in ("pool", "overflow", "users", "q/req", "rps before", "rps after", "Δ rps",
-                   "p95 before", "p95 after", "Δ p95"):
+    for header in (
+        "pool",
+        "overflow",
+        "users",
+        "q/req",
+        "rps before",
+        "rps after",
+        "Δ rps",
+        "p95 before",
+        "p95 after",
+        "Δ p95",
+    ):
         table.add_column(header, justify="right")
     colours = {"better": "green", "worse": "red", "same": ""}
     for d in deltas.to_dict("records"):
         rps_style = colours[d["rps_change"]]
         p95_style = colours[d["p95_change"]]
         table.add_row(
-            _fmt(d["pool_size"], 0), _fmt(d["max_overflow"], 0), _fmt(d["users"], 0),
-            _fmt(d["queries_per_request"], 0), _fmt(d["rps_before"]), _fmt(d["rps_after"]),
-            f"[{rps_style}]{d['rps_delta_pct']:+.1f}%[/]" if rps_style
+            _fmt(d["pool_size"], 0),
+            _fmt(d["max_overflow"], 0),
+            _fmt(d["users"], 0),
+            _fmt(d["queries_per_request"], 0),
+            _fmt(d["rps_before"]),
+            _fmt(d["rps_after"]),
+            f"[{rps_style}]{d['rps_delta_pct']:+.1f}%[/]"
+            if rps_style
             else f"{d['rps_delta_pct']:+.1f}%",
-            _fmt(d["p95_ms_before"]), _fmt(d["p95_ms_after"]),
-            f"[{p95_style}]{d['p95_delta_pct']:+.1f}%[/]" if p95_style
+            _fmt(d["p95_ms_before"]),
+            _fmt(d["p95_ms_after"]),
+            f"[{p95_style}]{d['p95_delta_pct']:+.1f}%[/]"
+            if p95_style
             else f"{d['p95_delta_pct']:+.1f}%",
         )
     console.print(table)
@@ -533,8 +596,9 @@ def size(
     ] = 0.0,
     target_rps: Annotated[
         float | None,
-        typer.Option(help="Target requests/s per process (default: concurrency / hold time).",
-                     min=0),
+        typer.Option(
+            help="Target requests/s per process (default: concurrency / hold time).", min=0
+        ),
     ] = None,
     db_cores: Annotated[
         int | None,
@@ -587,8 +651,10 @@ def size(
     for header in ("model", "connections", "predicted rps", "fleet", "formula"):
         table.add_column(header, justify="left" if header in ("model", "formula") else "right")
     for result in results:
-        fits = "-" if fleet is None or result.pool_size is None else (
-            "fits" if fleet.fits(result.pool_size) else "OVER"
+        fits = (
+            "-"
+            if fleet is None or result.pool_size is None
+            else ("fits" if fleet.fits(result.pool_size) else "OVER")
         )
         table.add_row(
             result.name,
@@ -606,7 +672,8 @@ def size(
     if fleet is not None:
         console.print(
             f"Fleet: {fleet.processes} processes share {fleet.budget} connections: at most "
-            f"{fleet.per_process} per process."
+            f"{fleet.per_process} per process, a Little's-law ceiling of "
+            f"{throughput_ceiling_rps(fleet.per_process, hold_time_ms):.1f} rps per process."
         )
     console.print(
         seed_formula_explanation(

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bench.errors import UsageError
 from bench.pg import redact_dsn
@@ -65,12 +64,7 @@ CPU_COLUMNS = (
     "host_cores",
 )
 RUNS_COLUMNS = (
-    POINT_COLUMNS
-    + CLIENT_COLUMNS
-    + TELEMETRY_COLUMNS
-    + DB_COLUMNS
-    + CPU_COLUMNS
-    + ("bottleneck",)
+    POINT_COLUMNS + CLIENT_COLUMNS + TELEMETRY_COLUMNS + DB_COLUMNS + CPU_COLUMNS + ("bottleneck",)
 )
 # Without these no analysis is possible; the rest may be missing (e.g. an external target with
 # no app telemetry) and the affected figures are shown as blanks.
@@ -299,6 +293,8 @@ def t_half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float:
     """Half-width of the t-distribution confidence interval of a mean (NaN for n < 2)."""
     if n < 2 or not math.isfinite(std):
         return math.nan
+    from scipy import stats  # imported on use: scipy.stats alone costs ~0.5 s of CLI start-up
+
     return float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n))
 
 
@@ -359,6 +355,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         .to_numpy()
     )
     out["excluded_reps"] = excluded_by_config.astype(int)
+    from scipy import stats  # imported on use: scipy.stats alone costs ~0.5 s of CLI start-up
+
     # The t quantile depends only on n, so compute it once per distinct n (fast for 1,000s).
     quantiles = {
         n: float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) if n >= 2 else math.nan

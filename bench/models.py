@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
 SEED_FACTOR = 1.5
 DEFAULT_HEADROOM = 1.2
@@ -141,13 +140,17 @@ def usl_peak(sigma: float, kappa: float) -> float:
 
 def fit_usl(n: Sequence[float] | np.ndarray, rps: Sequence[float] | np.ndarray) -> UslFit:
     """Fit the USL to (N, throughput) points by bounded least squares; needs >= 6 distinct N."""
+    from scipy.optimize import least_squares  # imported on use, like scipy.stats in bench.load
+
     n_arr = np.asarray(n, dtype=float)
     x_arr = np.asarray(rps, dtype=float)
     keep = np.isfinite(n_arr) & np.isfinite(x_arr) & (n_arr > 0)
     n_arr, x_arr = n_arr[keep], x_arr[keep]
     distinct = np.unique(n_arr).size
     if distinct < USL_MIN_POINTS:
-        raise ValueError(f"not enough points: {distinct} distinct N, the USL needs {USL_MIN_POINTS}")
+        raise ValueError(
+            f"not enough points: {distinct} distinct N, the USL needs {USL_MIN_POINTS}"
+        )
     # lambda is roughly the throughput of one unit of concurrency; the best of X/N is a good start.
     lam0 = float(np.max(x_arr / n_arr))
     # Plain (absolute) residuals, like codahale/usl, so the fit reproduces its published example;
@@ -178,8 +181,10 @@ def fit_usl(n: Sequence[float] | np.ndarray, rps: Sequence[float] | np.ndarray) 
     if kappa < 1e-12:
         kappa = 0.0
     peak_n = usl_peak(sigma, kappa)
-    peak_rps = float(usl_throughput(peak_n, sigma, kappa, lam)) if math.isfinite(peak_n) else (
-        lam / sigma if sigma > 0 else math.inf
+    peak_rps = (
+        float(usl_throughput(peak_n, sigma, kappa, lam))
+        if math.isfinite(peak_n)
+        else (lam / sigma if sigma > 0 else math.inf)
     )
     return UslFit(
         sigma=sigma,
@@ -308,9 +313,7 @@ def size_all(
             name="Little's law",
             pool_size=little,
             predicted_rps=_ceiling_rps(little, inputs),
-            formula=(
-                f"ceil({rate:.1f} rps x {inputs.hold_time_ms:.1f} ms x {inputs.headroom:g})"
-            ),
+            formula=(f"ceil({rate:.1f} rps x {inputs.hold_time_ms:.1f} ms x {inputs.headroom:g})"),
             note=f"busy connections L = {busy_connections(rate, inputs.hold_time_ms):.1f}",
         ),
         ModelResult(

@@ -194,7 +194,8 @@ class Analysis:
     def metrics(self) -> dict[str, float]:
         """Threshold metrics of the recommended config."""
         row = self.recommended or {}
-        return {name: _opt_float(row.get(name)) or math.nan for name in THRESHOLD_METRICS}
+        values = {name: _opt_float(row.get(name)) for name in THRESHOLD_METRICS}
+        return {name: math.nan if v is None else v for name, v in values.items()}
 
     def verdict(self) -> str:
         """One line: does the recommended config meet the SLO, with its numbers."""
@@ -236,7 +237,9 @@ def find_optimum(
 ) -> Optimum:
     """Smallest config (fewest connections) meeting the SLO within `tolerance` of the best rps."""
     if table.empty:
-        return Optimum(row=None, slo_met=False, fits_fleet=None, best_rps=math.nan, reason="no runs")
+        return Optimum(
+            row=None, slo_met=False, fits_fleet=None, best_rps=math.nan, reason="no runs"
+        )
     untrusted = table["bottleneck"].isin(UNTRUSTED_BOTTLENECKS)
     eligible = table[~untrusted & table["rps"].notna()]
     notes: list[str] = []
@@ -284,7 +287,7 @@ def find_optimum(
     if slo_met and slo.is_set:
         reason += f", meeting the SLO ({slo.describe()})"
     return Optimum(
-        row=chosen.to_dict(),
+        row={str(k): v for k, v in chosen.to_dict().items()},
         slo_met=slo_met if slo.is_set else True,
         fits_fleet=fits,
         best_rps=best_rps,
@@ -327,7 +330,7 @@ def _usl_series(table: pd.DataFrame, optimum: Mapping[str, Any] | None) -> tuple
         return eligible, None
     sizes = eligible.groupby("max_overflow", dropna=False)["pool_size"].nunique()
     preferred = None if optimum is None else optimum.get("max_overflow")
-    if preferred in sizes.index and sizes[preferred] >= sizes.max():
+    if preferred is not None and preferred in sizes.index and sizes.loc[preferred] >= sizes.max():
         overflow = preferred
     else:
         overflow = sizes.idxmax()
@@ -354,7 +357,7 @@ def _analyse_workload(
     series, overflow = _usl_series(table, row)
     if table["pool_size"].notna().any():
         try:
-            usl = fit_usl(series["connections"], series["rps"])
+            usl = fit_usl(series["connections"].to_numpy(), series["rps"].to_numpy())
             usl_overflow = overflow
         except ValueError as exc:
             usl_note = str(exc)
@@ -504,9 +507,7 @@ def collect_warnings(analysis: Analysis) -> list[str]:
     ):
         hit = runs[runs["bottleneck"] == label]
         if not hit.empty:
-            out.append(
-                f"{len(hit)} run(s) {what}, excluded from pool conclusions: {_ids(hit)}"
-            )
+            out.append(f"{len(hit)} run(s) {what}, excluded from pool conclusions: {_ids(hit)}")
     warned = runs[runs["locust_cpu_warning"] & (runs["bottleneck"] != "load_generator")]
     if not warned.empty:
         out.append(f"Locust reported high CPU in {len(warned)} run(s): {_ids(warned)}")
@@ -532,8 +533,10 @@ def collect_warnings(analysis: Analysis) -> list[str]:
         if analysis.slo.is_set and not optimum.slo_met:
             out.append(f"{prefix}no config meets the SLO ({analysis.slo.describe()})")
         if fleet is not None and not fleet.fits(optimum.row["connections"]):
-            out.append(f"{prefix}recommendation breaks the fleet budget: "
-                       f"{fleet.describe(optimum.row['connections'])}")
+            out.append(
+                f"{prefix}recommendation breaks the fleet budget: "
+                f"{fleet.describe(optimum.row['connections'])}"
+            )
         if fleet is not None:
             broken = workload.table[[not fleet.fits(c) for c in workload.table["connections"]]]
             if not broken.empty and len(broken) < len(workload.table):

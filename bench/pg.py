@@ -146,9 +146,7 @@ class PostgresServer:
     @property
     def database(self) -> Database:
         pid = self.process.pid if self.process else None
-        return Database(
-            dsn=self.dsn, managed=True, max_connections=self.max_connections, pid=pid
-        )
+        return Database(dsn=self.dsn, managed=True, max_connections=self.max_connections, pid=pid)
 
     def start(self) -> PostgresServer:
         bindir = self.bindir or find_bindir()

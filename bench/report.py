@@ -10,13 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from bench.load import (
     UNTRUSTED_BOTTLENECKS,
@@ -28,6 +26,10 @@ from bench.load import (
 )
 from bench.models import throughput_ceiling_rps
 from bench.optimum import Analysis, Fleet, WorkloadAnalysis, analyse
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 DEFAULT_REPORTS_DIR = Path("reports")
 # Columns a before/after comparison matches configs on.
@@ -108,8 +110,15 @@ def _png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _new_figure(width: float, height: float) -> Figure:
+    """A pyplot-free figure (no global state, no GUI backend), imported on first use."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
 def _figure(width: float = 6.4, height: float = 3.6) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = _new_figure(width, height)
     ax = fig.add_subplot()
     ax.grid(True, alpha=0.3)
     return fig, ax
@@ -223,7 +232,9 @@ def _chart_heatmap(analysis: Analysis) -> Chart | None:
     table = _pool_slice(analysis.headline)
     if not (_swept(table, "pool_size") and _swept(table, "max_overflow")):
         return None
-    grid = table.pivot_table(index="max_overflow", columns="pool_size", values="rps", aggfunc="mean")
+    grid = table.pivot_table(
+        index="max_overflow", columns="pool_size", values="rps", aggfunc="mean"
+    )
     fig, ax = _figure(6.4, 2.2 + 0.35 * len(grid.index))
     ax.grid(False)
     image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", origin="lower")
@@ -234,8 +245,15 @@ def _chart_heatmap(analysis: Analysis) -> Chart | None:
         top = np.nanmax(values)
         for (r, c), value in np.ndenumerate(values):
             if not math.isnan(value):
-                ax.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=7,
-                        color="black" if value > 0.6 * top else "white")
+                ax.text(
+                    c,
+                    r,
+                    f"{value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if value > 0.6 * top else "white",
+                )
     ax.set_xlabel("pool_size")
     ax.set_ylabel("max_overflow")
     fig.colorbar(image, ax=ax, label="requests/s")
@@ -247,10 +265,22 @@ def _chart_pool_telemetry(analysis: Analysis) -> Chart | None:
     if not _swept(table, "pool_size") or table["hold_time_mean_ms"].isna().all():
         return None
     fig, ax = _figure()
-    ax.plot(table["pool_size"], table["acquire_wait_p95_ms"], marker="o", ms=4,
-            label="acquire wait p95 (ms)", color="#d62728")
-    ax.plot(table["pool_size"], table["hold_time_mean_ms"], marker="s", ms=4,
-            label="hold time mean (ms)", color="#1f77b4")
+    ax.plot(
+        table["pool_size"],
+        table["acquire_wait_p95_ms"],
+        marker="o",
+        ms=4,
+        label="acquire wait p95 (ms)",
+        color="#d62728",
+    )
+    ax.plot(
+        table["pool_size"],
+        table["hold_time_mean_ms"],
+        marker="s",
+        ms=4,
+        label="hold time mean (ms)",
+        color="#1f77b4",
+    )
     ax.set_xlabel("pool_size")
     ax.set_ylabel("ms")
     ax.legend(fontsize=8)
@@ -268,11 +298,22 @@ def _chart_errors(analysis: Analysis) -> Chart | None:
         return None
     fig, ax = _figure()
     for i, (overflow, group) in enumerate(_series_by(table, "max_overflow")):
-        ax.plot(group["pool_size"], group["error_rate"].fillna(0) * 100, marker="o", ms=4,
-                color=_PALETTE[i % len(_PALETTE)], label=f"max_overflow={_int(overflow)}")
+        ax.plot(
+            group["pool_size"],
+            group["error_rate"].fillna(0) * 100,
+            marker="o",
+            ms=4,
+            color=_PALETTE[i % len(_PALETTE)],
+            label=f"max_overflow={_int(overflow)}",
+        )
     if analysis.slo.max_error_rate is not None:
-        ax.axhline(analysis.slo.max_error_rate * 100, color="#d62728", ls="--", lw=1,
-                   label="SLO max error rate")
+        ax.axhline(
+            analysis.slo.max_error_rate * 100,
+            color="#d62728",
+            ls="--",
+            lw=1,
+            label="SLO max error rate",
+        )
     ax.set_xlabel("pool_size")
     ax.set_ylabel("error rate (%)")
     ax.legend(fontsize=8)
@@ -292,8 +333,13 @@ def _chart_models(analysis: Analysis) -> Chart | None:
     optimum = float(workload.optimum.row["connections"])
     ax.axvline(optimum, color="green", lw=2, label=f"measured optimum ({optimum:g})")
     if analysis.fleet is not None:
-        ax.axvline(analysis.fleet.per_process, color="black", ls="--", lw=1,
-                   label=f"fleet budget per process ({analysis.fleet.per_process})")
+        ax.axvline(
+            analysis.fleet.per_process,
+            color="black",
+            ls="--",
+            lw=1,
+            label=f"fleet budget per process ({analysis.fleet.per_process})",
+        )
     for y, size in enumerate(sizes):
         ax.text(size, y, f" {size:g}", va="center", fontsize=8)
     ax.invert_yaxis()
@@ -314,8 +360,14 @@ def _chart_axis_curves(analysis: Analysis, axis: str, title: str) -> Chart | Non
     for i, (value, group) in enumerate(_series_by(table, axis)):
         curve = group.groupby("pool_size")["rps"].mean()
         color = _PALETTE[i % len(_PALETTE)]
-        ax.plot(curve.index, curve.to_numpy(), marker="o", ms=4, color=color,
-                label=f"{axis}={_num(value, 0)}")
+        ax.plot(
+            curve.index,
+            curve.to_numpy(),
+            marker="o",
+            ms=4,
+            color=color,
+            label=f"{axis}={_num(value, 0)}",
+        )
     ax.set_xlabel("pool_size")
     ax.set_ylabel("throughput (requests/s)")
     ax.legend(fontsize=8)
@@ -329,16 +381,24 @@ def _chart_axis_curves(analysis: Analysis, axis: str, title: str) -> Chart | Non
 
 
 def _chart_semaphore(analysis: Analysis) -> Chart | None:
-    table = analysis.table
+    table = analysis.headline.table
     if not _swept(table, "http_concurrency_limit"):
         return None
     fig, ax = _figure()
-    for i, (pool, group) in enumerate(table.groupby("connections", sort=True)):
-        if i >= len(_PALETTE):
-            break
+    sizes = np.sort(table["connections"].dropna().unique())
+    # A handful of pool sizes spread over the range keeps the chart readable.
+    picks = np.unique(np.linspace(0, len(sizes) - 1, min(len(sizes), 6)).round().astype(int))
+    for i, pool in enumerate(sizes[picks]):
+        group = table[table["connections"] == pool]
         curve = group.groupby("http_concurrency_limit")["rps"].mean()
-        ax.plot(curve.index, curve.to_numpy(), marker="o", ms=4, color=_PALETTE[i],
-                label=f"{_int(pool)} connections")
+        ax.plot(
+            curve.index,
+            curve.to_numpy(),
+            marker="o",
+            ms=4,
+            color=_PALETTE[i],
+            label=f"{_int(pool)} connections",
+        )
     ax.set_xlabel("http_concurrency_limit (semaphore)")
     ax.set_ylabel("throughput (requests/s)")
     ax.legend(fontsize=8)
@@ -364,9 +424,19 @@ def _representative_runs(analysis: Analysis) -> list[str]:
     if worst["error_rate"].fillna(0).iloc[0] > 0:
         picks.append(worst["run_id"].iloc[0])
     # One run per config: a second repetition of the same point adds nothing to the picture.
-    config_of = dict(zip(runs["run_id"], zip(runs["pool_size"], runs["max_overflow"], runs["users"],
-                                                 runs["queries_per_request"], strict=True),
-                         strict=True))
+    config_of = dict(
+        zip(
+            runs["run_id"],
+            zip(
+                runs["pool_size"],
+                runs["max_overflow"],
+                runs["users"],
+                runs["queries_per_request"],
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
     unique: dict[Any, str] = {}
     for run_id in picks:
         unique.setdefault(config_of[run_id], run_id)
@@ -381,7 +451,7 @@ def _chart_time_series(analysis: Analysis) -> Chart | None:
     picks = [(run_id, h) for run_id, h in picks if not h.empty]
     if not picks:
         return None
-    fig = Figure(figsize=(11, 2.1 * len(picks)), layout="constrained")
+    fig = _new_figure(11, 2.1 * len(picks))
     axes = fig.subplots(len(picks), 2, squeeze=False)
     for (run_id, history), (ax_rps, ax_lat) in zip(picks, axes, strict=True):
         ax_rps.plot(history["t_s"], history["Requests/s"], color="#1f77b4", label="requests/s")
@@ -447,15 +517,29 @@ def _environment(sweep: Sweep) -> list[tuple[str, str]]:
     return items
 
 
+def spec_as_toml(spec: Mapping[str, Any]) -> str:
+    """A compact TOML-like view of the resolved spec (values as JSON literals)."""
+
+    def literal(value: Any) -> str:
+        return json.dumps(value, default=str, ensure_ascii=False)
+
+    lines = [f"{k} = {literal(v)}" for k, v in spec.items() if not isinstance(v, Mapping)]
+    for key, table in spec.items():
+        if isinstance(table, Mapping):
+            lines += ["", f"[{key}]"]
+            lines += [f"{k} = {literal(v)}" for k, v in table.items()]
+    return "\n".join(lines)
+
+
 def _row_flags(analysis: Analysis, row: Mapping[str, Any]) -> dict[str, Any]:
     fleet = analysis.fleet
     return {
         "slo": analysis.slo.passes(row["p95_ms"], row["error_rate"])
         if analysis.slo.is_set
         else None,
-        "fleet": None if fleet is None or pd.isna(row["connections"]) else fleet.fits(
-            row["connections"]
-        ),
+        "fleet": None
+        if fleet is None or pd.isna(row["connections"])
+        else fleet.fits(row["connections"]),
     }
 
 
@@ -463,13 +547,36 @@ def _context(analysis: Analysis, charts: list[Chart]) -> dict[str, Any]:
     sweep = analysis.sweep
     recommended = analysis.recommended
     configs = []
-    rec_key = None if recommended is None else tuple(
-        recommended.get(c) for c in ("scenario", "pool_size", "max_overflow",
-                                     "http_concurrency_limit", "users", "queries_per_request")
+    rec_key = (
+        None
+        if recommended is None
+        else tuple(
+            recommended.get(c)
+            for c in (
+                "scenario",
+                "pool_size",
+                "max_overflow",
+                "http_concurrency_limit",
+                "users",
+                "queries_per_request",
+            )
+        )
     )
-    for row in analysis.table.to_dict("records"):
-        key = tuple(row.get(c) for c in ("scenario", "pool_size", "max_overflow",
-                                         "http_concurrency_limit", "users", "queries_per_request"))
+    records: list[dict[str, Any]] = [
+        {str(k): v for k, v in r.items()} for r in analysis.table.to_dict("records")
+    ]
+    for row in records:
+        key = tuple(
+            row.get(c)
+            for c in (
+                "scenario",
+                "pool_size",
+                "max_overflow",
+                "http_concurrency_limit",
+                "users",
+                "queries_per_request",
+            )
+        )
         configs.append({**row, **_row_flags(analysis, row), "recommended": key == rec_key})
     return {
         "title": f"poolbench report: {sweep.name}",
@@ -481,7 +588,7 @@ def _context(analysis: Analysis, charts: list[Chart]) -> dict[str, Any]:
         "configs": configs,
         "runs": sweep.runs.to_dict("records"),
         "environment": _environment(sweep),
-        "spec_json": json.dumps(scrub_tree(sweep.spec), indent=2, default=str),
+        "spec_text": spec_as_toml(scrub_tree(sweep.spec)),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "untrusted": UNTRUSTED_BOTTLENECKS,
     }
@@ -510,9 +617,7 @@ def render_analysis(analysis: Analysis, out: Path) -> Path:
     return _write(html, out)
 
 
-def render_report(
-    sweep_dir: Path, out: Path | None = None, fleet: Fleet | None = None
-) -> Path:
+def render_report(sweep_dir: Path, out: Path | None = None, fleet: Fleet | None = None) -> Path:
     """Load, analyse and render a sweep; default output `reports/<sweep dir name>.html`."""
     sweep = load_sweep(Path(sweep_dir))
     resolved_fleet = fleet if fleet is not None else Fleet.resolve(sweep.spec)
@@ -557,8 +662,14 @@ def _chart_compare(before: Analysis, after: Analysis) -> Chart | None:
     for label, analysis, style in (("before", before, "--"), ("after", after, "-")):
         table = _overflow_slice(analysis.headline)
         if _swept(table, "pool_size"):
-            ax.plot(table["pool_size"], table["rps"], style, marker="o", ms=4,
-                    label=f"{label}: {analysis.sweep.name}")
+            ax.plot(
+                table["pool_size"],
+                table["rps"],
+                style,
+                marker="o",
+                ms=4,
+                label=f"{label}: {analysis.sweep.name}",
+            )
             drawn = True
     if not drawn:
         return None

@@ -633,17 +633,36 @@ def sweep(
         int | None, typer.Option(help="Runs per grid point (timing.repetitions).")
     ] = None,
     users: Annotated[int | None, typer.Option(help="Locust users for every point.")] = None,
+    report: Annotated[
+        bool, typer.Option(help="Render the HTML report at the end (bench.report).")
+    ] = True,
 ) -> None:
     """Run a sweep: every grid point, measured, into results/<name>-<timestamp>/."""
-    overrides = dict(parse_override(item) for item in set_ or [])
-    for key, value in (
-        ("timing.duration_s", duration),
-        ("timing.warmup_s", warmup),
-        ("timing.repetitions", repetitions),
-        ("grid.users", [users] if users is not None else None),
-    ):
-        if value is not None:
-            overrides[key] = value
+    overrides = {
+        "timing.duration_s": duration,
+        "timing.warmup_s": warmup,
+        "timing.repetitions": repetitions,
+        "grid.users": [users] if users is not None else None,
+    }
+    try:
+        _sweep(spec_path, out, resume, dsn, workers, set_ or [], overrides, report=report)
+    except UsageError as exc:
+        fail(str(exc))  # inside the command, so typer turns it into exit code 2
+
+
+def _sweep(
+    spec_path: Path | None,
+    out: Path,
+    resume: Path | None,
+    dsn: str | None,
+    workers: int,
+    settings: list[str],
+    options: dict[str, Any],
+    *,
+    report: bool,
+) -> None:
+    overrides = dict(parse_override(item) for item in settings)
+    overrides |= {key: value for key, value in options.items() if value is not None}
     spec, source = _resolve(spec_path, resume, overrides)
     dsn = dsn or os.environ.get(DSN_ENV) or None
     if resume is not None:
@@ -653,7 +672,8 @@ def sweep(
         sweep_dir = out / f"{spec.name}-{stamp}"
         if sweep_dir.exists():
             raise UsageError(f"{sweep_dir} already exists; wait a second or use --resume")
-    console = Console(highlight=False)
+    # Not a terminal (CI, a pipe): wide enough that the table is not squeezed.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     console.print(f"sweep {spec.name}: {len(spec.points())} runs -> {sweep_dir}")
     try:
         result = run_sweep(
@@ -673,6 +693,8 @@ def sweep(
         kept = len(finished_runs(sweep_dir))
         fail(f"{exc} ({kept} finished runs kept in {sweep_dir}; --resume {sweep_dir})", code=1)
     console.print(f"results: {result.sweep_dir} ({result.finished}/{result.total} runs)")
+    if not report:
+        return
     try:
         from bench.report import render_report
     except ImportError:

@@ -17,8 +17,12 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 
 from sample_app.config import Settings
@@ -99,7 +103,10 @@ def _instrument_pool_events(engine: AsyncEngine, telemetry: PoolTelemetry) -> No
         # Popping pairs each checkin with the checkout that set the key, even after invalidation.
         started = record.info.pop(_CHECKOUT_STARTED, None)
         if started is not None:
-            telemetry.record_checkin(time.perf_counter() - started)
+            # Fires before the connection goes back to the queue, so the count never overlaps
+            # with the next checkout of the same connection.
+            telemetry.record_checkin()
+            telemetry.record_hold(time.perf_counter() - started)
 
 
 def _install_sim_latency(engine: AsyncEngine) -> None:
@@ -123,9 +130,9 @@ def _install_sim_latency(engine: AsyncEngine) -> None:
             )
 
 
-def create_engine(settings: Settings, telemetry: PoolTelemetry) -> AsyncEngine:
+def build_engine(settings: Settings, telemetry: PoolTelemetry) -> AsyncEngine:
     """Create the instrumented SQLAlchemy async engine from the pool settings."""
-    engine = _create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         poolclass=_pool_class(telemetry),
         pool_size=settings.db_pool_size,
@@ -198,11 +205,15 @@ class PgPool:
         try:
             yield conn
         finally:
+            # Uncount first: release() requeues the connection and a waiter may take it before
+            # this task resumes, which would show more checked out than max_size.
+            self.telemetry.record_checkin()
             try:
                 # asyncpg shields the release itself, so a cancelled request still returns it.
                 await self._pool.release(conn)
             finally:
-                self.telemetry.record_checkin(time.perf_counter() - acquired)
+                # The lease includes release's reset, as SQLAlchemy's includes its rollback.
+                self.telemetry.record_hold(time.perf_counter() - acquired)
 
     async def close(self) -> None:
         """Close gracefully; terminate connections a stuck request still holds."""

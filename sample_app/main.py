@@ -19,7 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from sample_app.config import Settings, get_settings
 from sample_app.db import (
-    create_engine,
+    build_engine,
     create_pg_pool,
     create_schema,
     create_sessionmaker,
@@ -64,7 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     telemetry: Telemetry = app.state.telemetry
     configure_logging(settings)
     async with AsyncExitStack() as stack:
-        engine = create_engine(settings, telemetry.sqlalchemy)
+        engine = build_engine(settings, telemetry.sqlalchemy)
         stack.push_async_callback(engine.dispose)
         if settings.create_schema:
             await create_schema(engine)
@@ -123,11 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pg_pool_max_size=settings.pg_pool_max_size,
         http_concurrency_limit=settings.http_concurrency_limit,
     )
-    install_problem_handlers(
-        app,
-        db_pool_timeout_s=settings.db_pool_timeout_s,
-        pg_timeout_s=settings.pg_pool_acquire_timeout_s,
-    )
+    install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -9,7 +9,6 @@ says nothing about the internals (the traceback goes to the log).
 from __future__ import annotations
 
 import logging
-import math
 from http import HTTPStatus
 from typing import Any
 
@@ -83,14 +82,12 @@ def problem_response(
     )
 
 
-def _retry_after(timeout_s: float) -> dict[str, str]:
-    # A client retrying sooner than a pool timeout would only queue again behind the backlog.
-    return {"Retry-After": str(max(DEFAULT_RETRY_AFTER_S, math.ceil(timeout_s)))}
+# Pool exhaustion is usually a burst: a short, fixed back-off lets clients retry soon without
+# stampeding; the header is what makes a load generator or proxy back off at all.
+RETRY_AFTER = {"Retry-After": str(DEFAULT_RETRY_AFTER_S)}
 
 
-def install_problem_handlers(
-    app: FastAPI, *, db_pool_timeout_s: float, pg_timeout_s: float
-) -> None:
+def install_problem_handlers(app: FastAPI) -> None:
     """Register a problem+json handler for every error the app can answer."""
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -113,26 +110,27 @@ def install_problem_handlers(
         return problem_response(request, 404, str(exc), kind="not-found")
 
     async def db_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
-        logger.warning("sqlalchemy pool checkout timed out: %s", exc)
+        # Counted in telemetry; a log line per failure would add load just when it is saturated.
+        logger.debug("sqlalchemy pool checkout timed out: %s", exc)
         return problem_response(
             request,
             503,
             "no database connection became free in time; retry later",
             kind="pool-timeout",
             title="Database pool exhausted",
-            headers=_retry_after(db_pool_timeout_s),
+            headers=RETRY_AFTER,
             pool="sqlalchemy",
         )
 
     async def pg_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
-        logger.warning("asyncpg pool acquire timed out: %s", exc)
+        logger.debug("asyncpg pool acquire timed out: %s", exc)
         return problem_response(
             request,
             503,
             "no database connection became free in time; retry later",
             kind="pool-timeout",
             title="Database pool exhausted",
-            headers=_retry_after(pg_timeout_s),
+            headers=RETRY_AFTER,
             pool="asyncpg",
         )
 

@@ -180,9 +180,12 @@ class PoolTelemetry:
         self.checked_out += 1
         self.peak_checked_out = max(self.peak_checked_out, self.checked_out)
 
-    def record_checkin(self, hold_s: float) -> None:
-        """Count a connection given back after `hold_s` seconds."""
+    def record_checkin(self) -> None:
+        """Count a connection given back (call before another task can check it out)."""
         self.checked_out = max(0, self.checked_out - 1)
+
+    def record_hold(self, hold_s: float) -> None:
+        """Record one lease of `hold_s` seconds, checkout to checkin."""
         self.hold_time_ms.observe(hold_s * 1000)
         self._hold_hist.observe(hold_s)
 

@@ -71,9 +71,7 @@ SIGMA = 0.002
 KAPPA = 0.0001
 
 
-def expected_rps(
-    connections: float, users: float, queries: float, sim_latency_ms: float
-) -> float:
+def expected_rps(connections: float, users: float, queries: float, sim_latency_ms: float) -> float:
     """The noiseless throughput curve: pool-bound USL growth, capped by the closed-loop users."""
     hold_ms = queries * sim_latency_ms + HOLD_OVERHEAD_MS
     pool_bound = float(usl_throughput(connections, SIGMA, KAPPA, 1000.0 / hold_ms))
@@ -137,6 +135,10 @@ def make_sweep(
         "ended_at": "2025-01-01T12:30:00Z",
         # A runner bug that forgot to redact must still never leak into a report.
         "dsn": f"postgresql://bench:{SECRET}@127.0.0.1:5432/poolbench",
+        "app_env": {
+            "DATABASE_URL": f"postgresql+asyncpg://app:{SECRET}@127.0.0.1:5432/poolbench",
+            "note": f"connect with postgres://admin:{SECRET}@db.internal/poolbench if needed",
+        },
     }
     (sweep / "manifest.json").write_text(json.dumps(manifest, indent=2))
     rows: list[dict[str, Any]] = []
@@ -312,8 +314,15 @@ def write_locust_stats(path_prefix: Path, *, rps: float = 120.0, p95_ms: float =
                     900,
                 ]
             )
-    row = {"users": 16, "rps": rps, "p50_ms": 60, "p95_ms": p95_ms, "p99_ms": 250,
-           "mean_ms": 70.5, "max_ms": 900}
+    row = {
+        "users": 16,
+        "rps": rps,
+        "p50_ms": 60,
+        "p95_ms": p95_ms,
+        "p99_ms": 250,
+        "mean_ms": 70.5,
+        "max_ms": 900,
+    }
     tmp = path_prefix.parent / ".history"
     _write_run_dir(tmp, row)
     (tmp / "locust_stats_history.csv").rename(

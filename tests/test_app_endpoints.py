@@ -11,21 +11,20 @@ from sqlalchemy import insert
 
 from sample_app.deps import SessionDep
 from sample_app.models import Order
-from tests.app_support import (  # noqa: F401 - fixtures
+from tests.app_helpers import (
     SEED_ITEMS_PER_ORDER,
     SEED_ORDERS_PER_USER,
     AppDatabase,
     AppRunner,
     Downstream,
-    app_db,
     assert_problem,
     concurrently,
-    downstream,
-    downstreams,
     fetch_val,
-    run_app,
     server_timing,
 )
+
+# Fixtures (app_db, downstream(s), run_app) live in tests/app_fixtures.py.
+pytest_plugins = ["tests.app_fixtures"]
 
 
 async def test_get_user_echoes_request_id_and_times_the_pool(run_app: AppRunner) -> None:

@@ -1,4 +1,4 @@
-"""Fixtures and helpers for the sample app tests (imported by tests/test_app_*.py)."""
+"""Helpers for the sample app tests: databases, processes, concurrency and assertions."""
 
 from __future__ import annotations
 
@@ -8,21 +8,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-import pytest
-from fastapi import FastAPI
 
 from bench.pg import Database, free_port
-from sample_app.config import Settings
-from sample_app.main import create_app
-from sample_app.seed import seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_DB = "poolbench_app_tests"
@@ -59,20 +53,6 @@ class AppDatabase:
         return self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
-@pytest.fixture(scope="session")
-async def app_db(pg: Database) -> AppDatabase:
-    """A database of its own (other suites may reset theirs), seeded once."""
-    db = AppDatabase(await create_database(pg, APP_DB))
-    await seed(
-        db.sqlalchemy_url,
-        users=SEED_USERS,
-        orders_per_user=SEED_ORDERS_PER_USER,
-        items_per_order=SEED_ITEMS_PER_ORDER,
-        reset=True,
-    )
-    return db
-
-
 class Downstream:
     """A running downstream stub process."""
 
@@ -98,7 +78,9 @@ class Downstream:
         stop_process(self.process)
 
 
-def wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float = START_TIMEOUT_S) -> None:
+def wait_http_ok(
+    url: str, process: subprocess.Popen[bytes], timeout_s: float = START_TIMEOUT_S
+) -> None:
     """Poll `url` until it answers 200; fail with the process's stderr if it dies."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -127,58 +109,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> i
     return process.returncode
 
 
-@pytest.fixture(scope="session")
-def downstreams() -> Iterator[Callable[[float], Downstream]]:
-    """Start stubs on demand, one per latency, reused for the session and always stopped."""
-    running: dict[float, Downstream] = {}
-
-    def get(latency_ms: float) -> Downstream:
-        if latency_ms not in running:
-            running[latency_ms] = Downstream(latency_ms)
-        stub = running[latency_ms]
-        stub.reset()
-        return stub
-
-    try:
-        yield get
-    finally:
-        for stub in running.values():
-            stub.stop()
-
-
-@pytest.fixture
-def downstream(downstreams: Callable[[float], Downstream]) -> Downstream:
-    """A fast downstream (20 ms), stats reset."""
-    return downstreams(20)
-
-
 AppRunner = Callable[..., Any]
-
-
-@pytest.fixture
-def run_app(app_db: AppDatabase, downstream: Downstream) -> AppRunner:
-    """Return `run_app(**settings)`: an async context yielding (app, client), lifespan run."""
-
-    @asynccontextmanager
-    async def runner(
-        *, prepare: Callable[[FastAPI], None] | None = None, raise_app_exceptions: bool = True,
-        **overrides: Any,
-    ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-        values: dict[str, Any] = {
-            "database_url": app_db.sqlalchemy_url,
-            "downstream_url": downstream.url,
-            "create_schema": False,
-            **overrides,
-        }
-        app = create_app(Settings(_env_file=None, **values))
-        if prepare:
-            prepare(app)
-        transport = httpx.ASGITransport(app, raise_app_exceptions=raise_app_exceptions)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-                yield app, client
-
-    return runner
 
 
 async def fetch_val(dsn: str, query: str, *args: object) -> Any:

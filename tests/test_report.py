@@ -1,0 +1,132 @@
+"""The HTML report: contents, escaping, no secrets, offline, and a real headless browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from bench.load import load_sweep
+from bench.optimum import analyse
+from bench.report import render_analysis, render_report
+from tests.synthetic_sweep import SECRET, make_sweep
+
+XSS = "<script>alert(1)</script>"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+EXPECTED_CHARTS = {"throughput", "latency", "heatmap", "pool", "errors", "models", "timeseries"}
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    return render_report(make_sweep(root), root / "report.html")
+
+
+def _charts(html: str) -> set[str]:
+    return set(re.findall(r'data-chart="([^"]+)"', html))
+
+
+def test_default_output_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = make_sweep(tmp_path / "results", history=False)
+    monkeypatch.chdir(tmp_path)
+    path = render_report(sweep)
+    assert path == Path("reports") / f"{sweep.name}.html"
+    assert (tmp_path / path).is_file()
+
+
+def test_report_contents(report_html: Path) -> None:
+    html = report_html.read_text()
+    assert _charts(html) == EXPECTED_CHARTS
+    assert html.count('src="data:image/png;base64,') == len(EXPECTED_CHARTS)
+    for text in (
+        "pool_size=24, max_overflow=0",
+        "PASS",
+        "Where the seed formula goes wrong",
+        "Little&#39;s law",
+        "Erlang C",
+        "load-generator-bound",
+        "p48-o4-s20-u24-q1-r3",
+        "git_sha",
+        "[slo]",
+    ):
+        assert text in html, text
+
+
+def test_report_is_offline_and_secret_free(report_html: Path) -> None:
+    html = report_html.read_text()
+    assert SECRET not in html
+    assert "bench:***@" in html  # the redacted DSN is shown
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and "url(" not in html
+    assert "<script" not in html.lower()
+
+
+def test_spec_and_results_text_is_escaped(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, name=f"x{XSS}-20250101-120000", scenario=XSS, history=False)
+    html = render_report(sweep, tmp_path / "xss.html").read_text()
+    assert XSS not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html.lower()
+
+
+def test_charts_skip_axes_that_were_not_swept(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path, pool_sizes=(8,), max_overflows=(0,), history=False)
+    html = render_report(sweep, tmp_path / "one.html").read_text()
+    assert _charts(html) == {"models"}
+    assert "not enough points" in html
+
+
+def test_extra_axes_get_their_charts(tmp_path: Path) -> None:
+    sweep = make_sweep(
+        tmp_path, queries=(1, 3), http_limits=(5, 20), max_overflows=(0,), history=False
+    )
+    analysis = analyse(load_sweep(sweep))
+    html = render_analysis(analysis, tmp_path / "axes.html").read_text()
+    charts = _charts(html)
+    assert {"semaphore", "axis-queries_per_request", "throughput"} <= charts
+    assert "heatmap" not in charts  # max_overflow was not swept
+    assert "queries_per_request=3" in html  # one models table per workload
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(report_html: Path, tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        pytest.skip(
+            "chromium is not installed (make test installs it: scripts/install-chromium.sh)"
+        )
+    flags = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    url = report_html.resolve().as_uri()
+    dom = subprocess.run(
+        [*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert _charts(dom) == EXPECTED_CHARTS
+    assert "Recommended config" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1400,3000", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = mpimg.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (3000, 1400)
+    # Not blank: many distinct colours, and the chart area (below the summary) varies too.
+    colours = np.unique((pixels.reshape(-1, 3) * 255).astype(np.uint8), axis=0)
+    assert len(colours) > 200
+    chart_band = pixels[700:1400]
+    assert chart_band.std() > 0.05

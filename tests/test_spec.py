@@ -1,0 +1,202 @@
+"""Sweep specs: parsing, overrides, grid expansion and one-line errors from the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.errors import UsageError
+from bench.spec import (
+    DEFAULT_SEED_USERS,
+    SweepSpec,
+    load_spec,
+    parse_override,
+    spec_from_dict,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "bench" / "specs").glob("*.toml"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "x.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_shipped_specs_load_and_round_trip(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.points()
+    assert spec_from_dict(spec.to_dict(), source="manifest") == spec
+
+
+def test_quick_spec_can_fit_a_usl_curve() -> None:
+    spec = load_spec(ROOT / "bench" / "specs" / "quick.toml")
+    assert len(spec.grid.pool_size) >= 6
+    assert spec.scenario == "single_query" and spec.workload.sim_latency_ms > 0
+
+
+def test_defaults_fill_everything_not_given(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, 'scenario = "single_query"\n'))
+    assert spec.name == "x"  # the file's stem
+    assert spec.workload.seed_users == DEFAULT_SEED_USERS
+    assert spec.target is None
+    assert len(spec.points()) == 1
+
+
+def test_points_are_the_cartesian_product_times_repetitions(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+scenario = "single_query"
+[grid]
+pool_size = [1, 2, 4]
+max_overflow = [0, 5]
+users = 16
+[timing]
+repetitions = 2
+""",
+    )
+    points = load_spec(path).points()
+    assert len(points) == 3 * 2 * 2
+    assert len({p.run_id for p in points}) == len(points)
+    assert points[0].run_id == "p1-o0-s20-u16-q1-r1"
+    # Repetitions are the outer loop: every point once before any repeats.
+    assert [p.repetition for p in points] == [1] * 6 + [2] * 6
+
+
+def test_extra_axes_appear_in_run_id_only_when_swept(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'scenario = "single_query"\n[grid]\nsim_latency_ms = [5, 20]\npg_max_connections = [50]\n',
+    )
+    ids = [p.run_id for p in load_spec(path).points()]
+    assert ids == ["p5-o10-s20-u32-q1-l5-r1", "p5-o10-s20-u32-q1-l20-r1"]
+
+
+def test_points_sharing_a_postgres_setting_run_together(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'scenario = "single_query"\n[grid]\npg_max_connections = [50, 20]\npool_size = [1, 2]\n',
+    )
+    assert [p.pg_max_connections for p in load_spec(path).points()] == [20, 20, 50, 50]
+
+
+def test_overrides_replace_any_field(tmp_path: Path) -> None:
+    path = write(tmp_path, 'scenario = "single_query"\n[grid]\npool_size = [1, 2, 3]\n')
+    overrides = dict(
+        parse_override(text)
+        for text in ("grid.pool_size=[2,4]", "timing.duration_s=5", "scenario=write_heavy")
+    )
+    spec = load_spec(path, overrides)
+    assert spec.grid.pool_size == (2, 4)
+    assert spec.timing.duration_s == 5.0
+    assert spec.scenario == "write_heavy"
+
+
+def test_target_and_app_env(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+scenario = "single_query"
+[target]
+url = "http://127.0.0.1:9000/"
+restart_cmd = "restart --pool {pool_size}"
+[app_env]
+DB_POOL_TIMEOUT_S = 2
+DB_POOL_PRE_PING = false
+""",
+    )
+    spec = load_spec(path)
+    assert spec.target is not None and spec.target.url == "http://127.0.0.1:9000"
+    assert spec.app_env == {"DB_POOL_TIMEOUT_S": "2", "DB_POOL_PRE_PING": "false"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'scenario = "single_query"\n[grid]\npool_size = ["a"]\n',
+            "grid.pool_size: must be a list",
+        ),
+        (
+            'scenario = "single_query"\n[grid]\npool_size = [true]\n',
+            "grid.pool_size: must be a list",
+        ),
+        (
+            'scenario = "single_query"\n[grid]\npool_size = []\n',
+            "grid.pool_size: must not be empty",
+        ),
+        ('scenario = "single_query"\n[grid]\npools = [1]\n', "grid.pools: unknown key"),
+        ('scenario = "single_query"\ncolour = 1\n', "colour: unknown key"),
+        ('scenario = "nope"\n', "scenario: no file scenarios/nope.py"),
+        ("[grid]\npool_size = [1]\n", "scenario: missing"),
+        ('scenario = "single_query"\nshape = "zigzag"\n', "shape: must be one of"),
+        ('scenario = "single_query"\n[timing]\nduration_s = 0\n', "timing.duration_s: must be"),
+        ('scenario = "single_query"\n[slo]\nmax_error_rate = 2\n', "slo.max_error_rate"),
+        ('scenario = "single_query"\n[target]\nurl = "x"\n', "target.restart_cmd: missing"),
+        (
+            'scenario = "single_query"\n[grid]\nsim_latency_ms = [1]\n'
+            "[workload]\nsim_latency_ms = 2\n",
+            "grid.sim_latency_ms: also set in [workload]",
+        ),
+        ("scenario = ", "not valid TOML"),
+    ],
+)
+def test_invalid_specs_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(UsageError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"spec {path}: ")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_override_syntax_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        parse_override("timing.duration_s")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", "sweep", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "grid.pool_size=[0, 2]"], "grid.pool_size: must be a list of integers >= 1"),
+        (["--set", "grid.bogus=1"], "grid.bogus: unknown key"),
+        (["--set", "scenario=missing_scenario"], "scenario: no file scenarios/missing_scenario.py"),
+        (["--set", "grid.users=[]"], "grid.users: must not be empty"),
+    ],
+)
+def test_cli_prints_one_line_and_exits_2(args: list[str], message: str) -> None:
+    result = cli("bench/specs/quick.toml", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: spec bench/specs/quick.toml: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_without_spec_or_resume_is_a_usage_error() -> None:
+    result = cli()
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: give a SPEC file")
+
+
+def test_spec_is_frozen() -> None:
+    spec = SweepSpec(name="x", scenario="single_query")
+    with pytest.raises(AttributeError):
+        spec.name = "y"  # type: ignore[misc]
