@@ -167,19 +167,15 @@ class PgProbe:
                 self.own_commits += 1
             return await self._conn.fetchval(query, *args)
 
-    def xact_commit(self) -> int:
-        """Return committed transactions of the benchmark database so far."""
-        query = "SELECT xact_commit FROM pg_stat_database WHERE datname = $1"
-        value = self._call(self._fetchval(query, self.dbname))
-        return int(value or 0)
-
-    def connections(self) -> int:
-        """Return client connections to the benchmark database, not counting the probe."""
+    def activity(self) -> tuple[int, int]:
+        """Return (client connections to the benchmark database but the probe, xact_commit)."""
         query = (
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
-            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            "SELECT ARRAY[(SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()),"
+            " (SELECT xact_commit FROM pg_stat_database WHERE datname = $1)]"
         )
-        return int(self._call(self._fetchval(query, self.dbname)))
+        connections, commits = self._call(self._fetchval(query, self.dbname))
+        return int(connections), int(commits or 0)
 
     def setting(self, name: str) -> str:
         """Return a server setting (e.g. max_connections, server_version)."""
@@ -208,10 +204,8 @@ class WindowSample:
     locust: ProcessTree
     pg: ProcessTree
     pg_peak_connections: int | None = None
-    pg_commits_start: int | None = None
-    pg_commits_end: int | None = None
-    own_commits_start: int = 0
-    own_commits_end: int = 0
+    # (seconds since the window opened, xact_commit minus the probe's own commits)
+    pg_commits: list[tuple[float, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -244,10 +238,12 @@ class WindowSampler:
         if self._probe is None:
             return
         try:
-            count = self._probe.connections()
+            count, commits = self._probe.activity()
         except Exception as exc:  # noqa: BLE001 - a lost sample must not end the run
             self.sample.errors.append(f"pg_stat_activity: {exc}")
             return
+        elapsed = time.monotonic() - self.started_at
+        self.sample.pg_commits.append((elapsed, commits - self._probe.own_commits))
         peak = self.sample.pg_peak_connections or 0
         self.sample.pg_peak_connections = max(peak, count)
 
@@ -262,9 +258,6 @@ class WindowSampler:
         self.started_at = time.monotonic()
         for tree in self._trees():
             tree.sample(first=True)
-        if self._probe is not None:
-            self.sample.pg_commits_start = self._probe.xact_commit()
-            self.sample.own_commits_start = self._probe.own_commits
         self._sample_pg()
         self._thread.start()
 
@@ -274,11 +267,9 @@ class WindowSampler:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.ended_at = time.monotonic()
+        self._sample_pg()
         for tree in self._trees():
             tree.sample()
-        if self._probe is not None:
-            self.sample.own_commits_end = self._probe.own_commits
-            self.sample.pg_commits_end = self._probe.xact_commit()
         return self.sample
 
 
@@ -367,13 +358,9 @@ def resource_figures(sample: WindowSample, window_s: float) -> dict[str, Any]:
     def mb(tree: ProcessTree) -> float | None:
         return tree.peak_rss_bytes / 2**20 if tree.root_pid is not None else None
 
-    commits = None
-    if sample.pg_commits_start is not None and sample.pg_commits_end is not None:
-        own = sample.own_commits_end - sample.own_commits_start
-        commits = sample.pg_commits_end - sample.pg_commits_start - own
     return {
         "pg_peak_connections": sample.pg_peak_connections,
-        "pg_xact_commit": commits,
+        "pg_xact_commit": commits_in_window(sample.pg_commits, window_s),
         "app_cpu_pct": pct(sample.app),
         "locust_cpu_pct": pct(sample.locust),
         "pg_cpu_pct": pct(sample.pg),
@@ -381,6 +368,24 @@ def resource_figures(sample: WindowSample, window_s: float) -> dict[str, Any]:
         "locust_peak_rss_mb": mb(sample.locust),
         "pg_peak_rss_mb": mb(sample.pg),
     }
+
+
+def commits_in_window(series: list[tuple[float, int]], window_s: float) -> int | None:
+    """Return the window's commits: the commit rate fitted over the window times its length.
+
+    A backend publishes its counters at most once a second (Postgres 15+, and only when idle
+    between transactions), so a single reading under load lags by up to a second per backend and
+    a plain end-minus-start delta is off by several percent. The lag is an offset; a least-squares
+    slope over the ~4 readings a second ignores it. Fewer than 4 readings: the plain delta.
+    """
+    if len(series) < 2:
+        return None
+    if len(series) < 4:
+        return series[-1][1] - series[0][1]
+    times = np.array([t for t, _ in series])
+    counts = np.array([c for _, c in series], dtype=float)
+    slope = float(np.polyfit(times, counts, 1)[0])
+    return round(slope * window_s)
 
 
 # --- verdict ------------------------------------------------------------------------------
