@@ -47,10 +47,13 @@ class PostgresStartError(RuntimeError):
 
 
 def find_bindir() -> Path | None:
-    """Return a directory holding `initdb` and `postgres`, preferring system binaries."""
+    """Return a directory holding `initdb` and `postgres`, preferring system binaries.
+
+    POOLBENCH_PG_BINDIR, when set, is the only place looked at.
+    """
     candidates: list[str] = []
     if env := os.environ.get(BINDIR_ENV):
-        candidates.append(env)
+        return _usable_bindir([env])
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run(
@@ -61,6 +64,10 @@ def find_bindir() -> Path | None:
     if spec := importlib.util.find_spec("pgserver"):
         if spec.origin:
             candidates.append(str(Path(spec.origin).parent / "pginstall" / "bin"))
+    return _usable_bindir(candidates)
+
+
+def _usable_bindir(candidates: list[str]) -> Path | None:
     for candidate in candidates:
         path = Path(candidate)
         if (path / "initdb").is_file() and (path / "postgres").is_file():
@@ -151,8 +158,9 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         bindir = self.bindir or find_bindir()
         if bindir is None:
+            where = f" in {os.environ[BINDIR_ENV]}" if os.environ.get(BINDIR_ENV) else ""
             raise PostgresUnavailable(
-                "no PostgreSQL server binaries found: install postgresql (apt-get install "
+                f"no PostgreSQL server binaries found{where}: install postgresql (apt-get install "
                 f"postgresql) or `pip install pgserver`, or set {DSN_ENV} to an existing server"
             )
         user = _unprivileged_user()

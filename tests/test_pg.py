@@ -85,14 +85,13 @@ def test_redact_dsn_hides_password() -> None:
 def test_missing_binaries_is_one_clear_error(tmp_path: os.PathLike[str]) -> None:
     env = {**os.environ, "PATH": str(tmp_path), "POOLBENCH_PG_BINDIR": str(tmp_path)}
     env.pop("BENCH_DATABASE_URL", None)
-    script = (
-        "import glob, bench.pg as pg;"
-        "glob.glob = lambda pattern: [];"
-        "pg.importlib.util.find_spec = lambda name: None;"
-        "from bench.cli import main; import sys; sys.argv = ['poolbench', 'db', 'up']; main()"
-    )
     out = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "bench.cli", "db", "up"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
