@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from bench.pg import PostgresServer, PostgresUnavailable, database, redact_dsn
+from bench.pg import PostgresServer, database, redact_dsn
 from tests.conftest import ROOT
 
 
@@ -104,5 +104,3 @@ def test_fixture_server_is_usable(pg: object) -> None:
 
     assert isinstance(pg, Database)
     assert _psql(pg.dsn, "select 1") == "1"
-
-
