@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from bench.cli_analysis import register as register_analysis
-from bench.errors import UsageError, fail
+from bench.errors import EXIT_USAGE, UsageError, fail, print_error
 from bench.pg import DEFAULT_MAX_CONNECTIONS, PostgresServer, PostgresUnavailable
 from bench.run import sweep
 
@@ -48,7 +48,8 @@ def main() -> None:
     try:
         app()
     except UsageError as exc:
-        fail(str(exc))
+        print_error(str(exc))
+        raise SystemExit(EXIT_USAGE) from None
 
 
 if __name__ == "__main__":

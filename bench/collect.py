@@ -288,12 +288,16 @@ def read_markers(path: Path) -> dict[str, float]:
     return markers
 
 
-def read_latencies(run_dir: Path) -> np.ndarray:
-    """Return every exact response time (ms) the Locust processes kept in the window."""
-    values: list[float] = []
+def read_requests(run_dir: Path, start_epoch: float, end_epoch: float) -> np.ndarray:
+    """Return (response_ms, failed) rows of every request that completed inside the window."""
+    rows: list[tuple[float, float]] = []
     for path in sorted(run_dir.glob("latency-*.txt")):
-        values += [float(x) for x in path.read_text().split()]
-    return np.asarray(values, dtype=float)
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                epoch, response_ms, failed = line.split()
+                if start_epoch <= float(epoch) < end_epoch:
+                    rows.append((float(response_ms), float(failed)))
+    return np.asarray(rows, dtype=float).reshape(-1, 2)
 
 
 def locust_cpu_warning(log_path: Path) -> bool:
@@ -304,19 +308,13 @@ def locust_cpu_warning(log_path: Path) -> bool:
     return any(marker in text for marker in LOCUST_CPU_WARNINGS)
 
 
-def client_figures(summary: Mapping[str, Any], latencies: np.ndarray, window_s: float) -> dict:
-    """Return the client columns: counts from Locust's stats, percentiles exact when possible."""
-    requests = int(summary.get("requests") or 0)
-    failures = int(summary.get("failures") or 0)
-    figures: dict[str, Any] = {
-        "requests": requests,
-        "failures": failures,
-        "error_rate": failures / requests if requests else 0.0,
-        "rps": requests / window_s if window_s > 0 else 0.0,
-    }
-    if latencies.size:
+def client_figures(summary: Mapping[str, Any], requests: np.ndarray, window_s: float) -> dict:
+    """Return the client columns: exact from the window's requests, else Locust's summary."""
+    if requests.size:
+        latencies = requests[:, 0]
+        count, failures = len(latencies), int(requests[:, 1].sum())
         p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-        figures |= {
+        figures: dict[str, Any] = {
             "p50_ms": float(p50),
             "p95_ms": float(p95),
             "p99_ms": float(p99),
@@ -325,9 +323,16 @@ def client_figures(summary: Mapping[str, Any], latencies: np.ndarray, window_s: 
             "latency_source": "exact",
         }
     else:
-        figures |= {k: summary.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms")}
+        count, failures = int(summary.get("requests") or 0), int(summary.get("failures") or 0)
+        figures = {k: summary.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms")}
         figures["latency_source"] = "locust_buckets"
-    return figures
+    return {
+        "requests": count,
+        "failures": failures,
+        "error_rate": failures / count if count else 0.0,
+        "rps": count / window_s if window_s > 0 else 0.0,
+        **figures,
+    }
 
 
 def telemetry_figures(telemetry: Mapping[str, Any] | None) -> dict[str, Any]:

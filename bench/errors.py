@@ -15,7 +15,12 @@ class UsageError(Exception):
     """Bad input from the user: a spec, an option or a results directory."""
 
 
+def print_error(message: str) -> None:
+    """Print `error: <message>` on stderr as one line."""
+    _stderr.print(f"error: {' '.join(message.split())}", markup=False)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print `error: <message>` on stderr and exit with `code`."""
-    _stderr.print(f"error: {message}", markup=False)
+    """Print `error: <message>` on stderr and exit with `code` (inside a typer command)."""
+    print_error(message)
     raise typer.Exit(code)

@@ -331,10 +331,10 @@ class Runner:
         window_s = markers["end"] - markers["start"]
         summary_path = run_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        latencies = collect.read_latencies(run_dir)
+        requests = collect.read_requests(run_dir, markers["start"], markers["end"])
         for path in run_dir.glob("latency-*.txt"):
             path.unlink()  # summarised above; the raw samples would dwarf everything else
-        figures = collect.client_figures(summary, latencies, window_s)
+        figures = collect.client_figures(summary, requests, window_s)
         figures |= collect.telemetry_figures(telemetry)
         figures |= collect.resource_figures(sample, window_s)
         figures["locust_cpu_warning"] = bool(
@@ -351,6 +351,7 @@ class Runner:
                 "window_s": window_s,
             },
             "locust_processes": max(1, self.workers),
+            "locust_requests": summary.get("requests"),
             "requests_by_name": summary.get("by_name", {}),
             "sampler_errors": sample.errors,
             "max_processes": {

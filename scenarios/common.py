@@ -7,14 +7,15 @@ Measured window. Locust's own percentiles are cumulative from the start (warm-up
 bucketed, and its `_stats.csv` is rewritten only once a second. So when `POOLBENCH_OUT_DIR` is
 set, every Locust process runs a window here instead:
 
-- `POOLBENCH_WARMUP_S` after `test_start`, Locust's stats are reset (`stats.reset_all()`, on the
-  master and on each worker, whose unsent deltas would otherwise leak warm-up requests into the
-  window), a `start` line goes to `window.jsonl`, and the `request` listener starts keeping exact
-  response times;
+- the `request` listener keeps every request's completion time, response time and outcome;
+- `POOLBENCH_WARMUP_S` after `test_start`, Locust's stats are reset (so its own CSVs and summary
+  cover about the window too) and a `start` line goes to `window.jsonl`;
 - on `test_stopping` (the run-time limit or a shape ending: users are still running) an `end` line
-  goes to `window.jsonl` and the latency recording stops;
-- on `quit` (after the final worker reports) `summary.json` gets the window's totals and each
-  process writes its exact latencies to `latency-<pid>.txt`.
+  goes to `window.jsonl`;
+- on `quit` `summary.json` gets Locust's totals, and each process writes its requests to
+  `latency-<pid>.txt`. The runner counts and ranks only the requests that completed between the
+  master's `start` and `end`: exact, and immune to the warm-up data a worker's pending stats report
+  would carry into the master's totals after a reset.
 
 The runner watches `window.jsonl` to reset the app's telemetry and snapshot Postgres and CPU
 counters at the same two moments, so all figures cover the same window.
@@ -125,7 +126,7 @@ class _Window:
         self.open = False
         self.start_epoch: float | None = None
         self.end_epoch: float | None = None
-        self.latencies_ms: list[float] = []
+        self.samples: list[str] = []  # "completion_epoch response_ms failed"
         self.environment: Environment | None = None
 
     def _is_worker(self) -> bool:
@@ -133,7 +134,7 @@ class _Window:
 
     def _mark(self, event: str, epoch: float) -> None:
         if self._is_worker():
-            return  # the master (or the local runner) speaks for the test
+            event = f"worker_{event}"  # diagnostics only: the master speaks for the test
         with open(self.out_dir / "window.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"event": event, "epoch": epoch, "pid": os.getpid()}) + "\n")
 
@@ -142,7 +143,6 @@ class _Window:
         if runner is None or runner.state in (STATE_STOPPING, STATE_STOPPED, STATE_CLEANUP):
             return  # the run ended before its warm-up did: no window
         runner.stats.reset_all()
-        self.latencies_ms.clear()
         self.start_epoch = time.time()
         self.open = True
         self._mark("start", self.start_epoch)
@@ -151,9 +151,10 @@ class _Window:
         self.environment = environment
         gevent.spawn_later(SETTINGS.warmup_s, self.begin)
 
-    def on_request(self, response_time: float, **_: Any) -> None:
-        if self.open:
-            self.latencies_ms.append(response_time)
+    def on_request(self, response_time: float, exception: Any = None, **_: Any) -> None:
+        # Every request, warm-up included: the runner keeps those that completed inside the
+        # master's window, so workers need no clock of their own (--processes shares one host).
+        self.samples.append(f"{time.time():.4f} {response_time:.3f} {int(exception is not None)}")
 
     def on_test_stopping(self, environment: Environment, **_: Any) -> None:
         if self.open:
@@ -161,14 +162,9 @@ class _Window:
             self.end_epoch = time.time()
             self._mark("end", self.end_epoch)
 
-    def on_test_stop(self, environment: Environment, **_: Any) -> None:
-        # Workers get no test_stopping: their window closes when their users are stopped.
-        if self.open and self._is_worker():
-            self.open = False
-
     def on_quit(self, exit_code: int, **_: Any) -> None:
-        if self.latencies_ms:
-            text = "\n".join(f"{x:.3f}" for x in self.latencies_ms)
+        if self.samples:
+            text = "\n".join(self.samples)
             (self.out_dir / f"latency-{os.getpid()}.txt").write_text(text + "\n")
         env = self.environment
         if env is None or env.runner is None or self._is_worker():
@@ -203,5 +199,4 @@ if SETTINGS.out_dir is not None:
     events.test_start.add_listener(_window.on_test_start)
     events.request.add_listener(_window.on_request)
     events.test_stopping.add_listener(_window.on_test_stopping)
-    events.test_stop.add_listener(_window.on_test_stop)
     events.quit.add_listener(_window.on_quit)

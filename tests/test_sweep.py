@@ -189,8 +189,8 @@ def test_postgres_commits_match_locust_requests(tmp_path: Path) -> None:
     (row,) = read_rows(sweep_dir)[1]
     requests, commits = int(row["requests"]), int(row["pg_xact_commit"])
     assert requests > 500
-    # Postgres flushes a backend's counters at most once a second, at both edges of the window.
-    assert abs(commits - requests) <= 0.05 * requests, (commits, requests)
+    # pg_xact_commit is a fitted rate times the window (backends publish counters once a second).
+    assert abs(commits - requests) <= 0.04 * requests, (commits, requests)
     run = json.loads((sweep_dir / "runs" / row["run_id"] / "run.json").read_text())
     writes = run["requests_by_name"]["POST /orders"]["requests"]
     assert writes > 0.8 * requests
