@@ -386,7 +386,26 @@ def seed_formula_explanation(
         f"a request holds its connection from the first query until commit, so the hold time "
         f"({hold_time_ms:.1f} ms here) grows with the number of queries. Little's law says busy "
         f"connections = throughput x hold time = {target_rps:.1f} rps x {hold_time_ms:.1f} ms = "
-        f"{busy:.1f}: more queries per request need more connections, not fewer. The formula "
-        f"is right only by accident (around one query per request, when 1.5 happens to match "
-        f"the headroom), and it shrinks the pool exactly when requests hold connections longest."
+        f"{busy:.1f}: more queries per request need more connections, not fewer. "
+        + _seed_verdict(seed, busy)
+    )
+
+
+def _seed_verdict(seed: int, busy: float) -> str:
+    """Say whether, for this workload, the seed formula over- or under-sizes the pool."""
+    if seed > busy * 2:
+        return (
+            f"Here it over-sizes the pool ({seed} against {busy:.1f} busy): it ignores how "
+            f"briefly each connection is held, so the extra connections sit idle while costing "
+            f"server memory and fleet budget. It shrinks the pool exactly when requests hold "
+            f"connections longest."
+        )
+    if seed < busy:
+        return (
+            f"Here it under-sizes the pool ({seed} against {busy:.1f} busy): requests queue for "
+            f"a connection and the acquire wait adds straight to latency."
+        )
+    return (
+        f"Here it lands near the need ({seed} against {busy:.1f} busy) only by accident; it "
+        f"shrinks the pool exactly when requests hold connections longest."
     )
