@@ -139,6 +139,15 @@ class Children:
             self._children.remove(child)
         return code
 
+    def release(self, child: Child) -> None:
+        """Forget a child that exited, leaving its group alone.
+
+        A target's restart command may leave the restarted service running in its group; that
+        service is the user's, not ours to stop.
+        """
+        if child in self._children:
+            self._children.remove(child)
+
     def wait(self, child: Child, timeout_s: float) -> int | None:
         """Wait for the child to exit on its own; None if it is still running."""
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.load import (
+    CONFIG_COLUMNS,
     UNTRUSTED_BOTTLENECKS,
     Sweep,
     load_sweep,
@@ -147,27 +149,63 @@ def _pool_slice(workload: WorkloadAnalysis) -> pd.DataFrame:
     return table
 
 
+def _repetitions(runs: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFrame:
+    """The individual runs behind the aggregated configs in `configs`."""
+    keys = list(CONFIG_COLUMNS)
+    return runs.merge(configs[keys].drop_duplicates(), on=keys, how="inner")
+
+
 def _chart_throughput(analysis: Analysis) -> Chart | None:
     workload = analysis.headline
     table = _pool_slice(workload)
     if not _swept(table, "pool_size"):
         return None
     fig, ax = _figure()
+    plotted = [table["rps"]]
+    excluded: list[pd.DataFrame] = []
     for i, (overflow, group) in enumerate(_series_by(table, "max_overflow")):
         color = _PALETTE[i % len(_PALETTE)]
-        ax.errorbar(
+        # Mean line, each repetition as a dot, the 95% CI as a light band: with two repetitions
+        # the t quantile is 12.7, and error bars that size would hide everything else.
+        ax.fill_between(
+            group["pool_size"],
+            group["rps"] - group["rps_ci"],
+            group["rps"] + group["rps_ci"],
+            color=color,
+            alpha=0.12,
+            lw=0,
+            label="95% CI of the mean" if i == 0 else None,
+        )
+        ax.plot(
             group["pool_size"],
             group["rps"],
-            yerr=group["rps_ci"].fillna(0),
-            marker="o",
-            ms=4,
-            capsize=3,
             color=color,
-            label=f"max_overflow={_int(overflow)} (mean, 95% CI)",
+            label=f"max_overflow={_int(overflow)} (mean)",
         )
-        untrusted = group[group["bottleneck"].isin(UNTRUSTED_BOTTLENECKS)]
-        if not untrusted.empty:
-            ax.scatter(untrusted["pool_size"], untrusted["rps"], marker="x", s=70, color="black")
+        reps = _repetitions(analysis.sweep.runs, group)
+        plotted.append(reps["rps"])
+        untrusted = reps["bottleneck"].isin(UNTRUSTED_BOTTLENECKS)
+        ax.scatter(
+            reps.loc[~untrusted, "pool_size"],
+            reps.loc[~untrusted, "rps"],
+            s=14,
+            color=color,
+            alpha=0.8,
+            zorder=3,
+            label="each repetition" if i == 0 else None,
+        )
+        excluded.append(reps[untrusted])
+    crosses = pd.concat(excluded)
+    if not crosses.empty:
+        ax.scatter(
+            crosses["pool_size"],
+            crosses["rps"],
+            marker="x",
+            s=40,
+            color="black",
+            zorder=3,
+            label="CPU- or load-generator-bound run",
+        )
     xs = np.linspace(1, float(table["pool_size"].max()), 200)
     if workload.usl is not None and workload.usl_overflow is not None:
         overflow = float(workload.usl_overflow)
@@ -181,21 +219,38 @@ def _chart_throughput(analysis: Analysis) -> Chart | None:
     if workload.inputs is not None:
         ceiling = [throughput_ceiling_rps(x, workload.inputs.hold_time_ms) for x in xs]
         ax.plot(xs, ceiling, ":", color="#b00", label="Little's-law ceiling pool_size / hold_time")
-        ax.set_ylim(0, float(table["rps"].max()) * 1.25)
     if workload.optimum.row is not None:
-        ax.axvline(float(workload.optimum.row["pool_size"]), color="green", alpha=0.4, lw=6)
+        ax.axvline(
+            float(workload.optimum.row["pool_size"]), color="green", alpha=0.4, lw=6, zorder=1
+        )
+    # The data sets the scale; the CI band and the model lines are clipped to it.
+    top = pd.concat(plotted).max()
+    if pd.notna(top) and top > 0:
+        ax.set_ylim(0, float(top) * 1.15)
     ax.set_xlabel("pool_size")
     ax.set_ylabel("throughput (requests/s)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
+    reps_text = _reps_text(table)
     return Chart(
         key="throughput",
         title="Throughput vs pool_size",
         uri=_png(fig),
         caption=(
-            "Green band: recommended pool_size. Crosses: CPU- or load-generator-bound configs "
-            "(excluded from conclusions)."
+            f"Line: mean of repetitions; dots: each repetition; shaded: 95% CI of the mean "
+            f"(t-distribution{reps_text}: wide when repetitions are few; clipped to the plotted "
+            "range). Green band: recommended pool_size. Crosses: CPU- or load-generator-bound "
+            "runs (excluded from conclusions)."
         ),
     )
+
+
+def _reps_text(table: pd.DataFrame) -> str:
+    """`, n=2 per config` (or `, n=2-3 per config`): the repetitions behind each mean."""
+    counts = table["reps"].dropna()
+    if counts.empty:
+        return ""
+    low, high = int(counts.min()), int(counts.max())
+    return f", n={low} per config" if low == high else f", n={low}-{high} per config"
 
 
 def _overflow_slice(workload: WorkloadAnalysis) -> pd.DataFrame:
@@ -443,6 +498,50 @@ def _representative_runs(analysis: Analysis) -> list[str]:
     return list(unique.values())[:MAX_TIME_SERIES_RUNS]
 
 
+def _window_span(history_path: Path, history: pd.DataFrame) -> tuple[float, float] | None:
+    """The measured window in the history's seconds (`t_s`), from the run's window.jsonl.
+
+    scenarios/common.py appends `{"event": "start"|"end", "epoch": ...}` lines there (the master's
+    markers; workers write `worker_*`), and Locust stamps each history row with the whole epoch
+    second it was written, so both share a clock. None when there is no such file (synthetic
+    data, plain Locust output) or its markers do not fall inside this history.
+    """
+    try:
+        text = (history_path.parent / "window.jsonl").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    markers: dict[str, float] = {}
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry = json.loads(line)
+            markers[str(entry["event"])] = float(entry["epoch"])
+    t0 = float(history["Timestamp"].min())
+    last = float(history["t_s"].max())
+    start = markers.get("start", math.nan) - t0
+    end = markers.get("end", t0 + last) - t0  # no `end`: the run was cut short
+    if not (math.isfinite(start) and math.isfinite(end) and start < end):
+        return None
+    if end <= 0 or start > last + 1:
+        return None
+    return start, end
+
+
+def _latency(values: pd.Series) -> pd.Series:
+    """A history percentile column with Locust's "no requests" zeros blanked out.
+
+    Locust's history percentiles cover its last ~10 s; when that holds no requests (just after
+    the stats reset that opens the window) it writes 0 or N/A: a gap, not a 0 ms response.
+    """
+    return values.where(values > 0)
+
+
+def _set_top(ax: Axes, values: list[float], headroom: float = 1.15) -> None:
+    """Scale `ax` from 0 to the largest finite value times `headroom` (unchanged if none)."""
+    finite = [v for v in values if math.isfinite(v) and v > 0]
+    if finite:
+        ax.set_ylim(0, max(finite) * headroom)
+
+
 def _chart_time_series(analysis: Analysis) -> Chart | None:
     picks = [
         (run_id, read_history(analysis.sweep.history_paths[run_id]))
@@ -451,33 +550,89 @@ def _chart_time_series(analysis: Analysis) -> Chart | None:
     picks = [(run_id, h) for run_id, h in picks if not h.empty]
     if not picks:
         return None
+    runs = analysis.sweep.runs
+    window_rps = dict(zip(runs["run_id"], runs["rps"], strict=True))
     fig = _new_figure(11, 2.1 * len(picks))
     axes = fig.subplots(len(picks), 2, squeeze=False)
+    windows = 0
+    legend: dict[str, Any] = {}
     for (run_id, history), (ax_rps, ax_lat) in zip(picks, axes, strict=True):
-        ax_rps.plot(history["t_s"], history["Requests/s"], color="#1f77b4", label="requests/s")
+        t = history["t_s"]
+        span = _window_span(analysis.sweep.history_paths[run_id], history)
+        rps_top = [float(history["Requests/s"].max())]
+        if span is not None:
+            windows += 1
+            for ax in (ax_rps, ax_lat):
+                ax.axvspan(*span, color="#8c8c8c", alpha=0.15, lw=0, label="measured window")
+            rps = float(window_rps.get(run_id, math.nan))
+            if math.isfinite(rps):
+                rps_top.append(rps)
+                ax_rps.hlines(
+                    rps,
+                    *span,
+                    colors="#1f77b4",
+                    linestyles=":",
+                    lw=1.5,
+                    label="window req/s (exact)",
+                )
+        ax_rps.plot(t, history["Requests/s"], color="#1f77b4", label="requests/s")
         if "Failures/s" in history:
-            ax_rps.plot(history["t_s"], history["Failures/s"], color="#d62728", label="failures/s")
+            ax_rps.plot(t, history["Failures/s"], color="#d62728", label="failures/s")
         ax_users = ax_rps.twinx()
-        ax_users.plot(history["t_s"], history["User Count"], color="#999", ls="--", label="users")
+        ax_users.plot(t, history["User Count"], color="#999", ls="--", label="users (right axis)")
         ax_users.set_ylabel("users", fontsize=8)
+        ax_users.tick_params(labelsize=8)
         ax_rps.set_title(run_id, fontsize=9, loc="left")
         ax_rps.set_ylabel("req/s", fontsize=8)
         for column, color in (("50%", "#2ca02c"), ("95%", "#ff7f0e"), ("99%", "#d62728")):
             if column in history:
-                ax_lat.plot(history["t_s"], history[column], color=color, label=f"p{column[:-1]}")
+                ax_lat.plot(
+                    t,
+                    _latency(history[column]),
+                    color=color,
+                    marker=".",
+                    ms=3,
+                    label=f"p{column[:-1]}",
+                )
         ax_lat.set_ylabel("ms", fontsize=8)
+        # Zero-based scales with headroom: the rps lines stay below the users plateau.
+        _set_top(ax_rps, rps_top, 1.3)
+        _set_top(ax_users, [float(history["User Count"].max())], 1.1)
+        _set_top(ax_lat, [float(history[c].max()) for c in ("50%", "95%", "99%") if c in history])
+        right = max(float(t.max()), span[1] if span else 0.0)
         for ax in (ax_rps, ax_lat):
+            ax.set_xlim(0, right)
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelsize=8)
-        ax_rps.legend(fontsize=7, loc="lower right")
-        ax_lat.legend(fontsize=7, loc="upper right")
+        for ax in (ax_rps, ax_users, ax_lat):
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
+    # One legend for every row, above the panels, so none covers a line.
+    fig.legend(
+        list(legend.values()),
+        list(legend),
+        loc="outside upper center",
+        ncols=len(legend),
+        fontsize=8,
+        frameon=False,
+    )
     axes[-1][0].set_xlabel("seconds")
     axes[-1][1].set_xlabel("seconds")
+    caption = "From runs/<run_id>/locust_stats_history.csv (Aggregated rows). "
+    if windows:
+        caption += (
+            "Grey band: the measured window (window.jsonl); Locust resets its stats when it "
+            "opens. Locust's requests/s and percentiles are rolling figures that restart at the "
+            "reset, so they lag inside the window; the dotted line is the run's exact window "
+            "throughput. Latency gaps: no requests in Locust's rolling window, not 0 ms."
+        )
+    else:
+        caption += "No window.jsonl: the whole history is shown, warm-up included."
     return Chart(
         key="timeseries",
         title="Per-run time series (representative runs)",
         uri=_png(fig),
-        caption="From runs/<run_id>/locust_stats_history.csv (Aggregated rows).",
+        caption=caption,
     )
 
 

@@ -9,12 +9,14 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +50,9 @@ DEFAULT_RESTART_TIMEOUT_S = 120.0
 DEFAULT_ORDERS_PER_USER = 3
 DEFAULT_ITEMS_PER_ORDER = 3
 DEFAULT_POLL_S = 0.02
+DEFAULT_MASTER_BIND_HOST = "127.0.0.1"
+DEFAULT_REMOTE_WORKERS_WAIT_S = 300.0  # for someone to start the remote workers of a run
+WORKER_SCRIPT = "worker_command.sh"
 LOCUST_CSV_PREFIX = "locust"  # -> locust_stats.csv, locust_stats_history.csv, ...
 VERSIONED_PACKAGES = (
     "poolbench", "locust", "fastapi", "uvicorn", "sqlalchemy", "asyncpg", "httpx", "pydantic",
@@ -145,6 +150,43 @@ class DatabaseSlot:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RemoteWorkers:
+    """Locust workers on other machines, started by the user, that connect to the run's master.
+
+    Locust's own distributed mode: the runner starts only the master, which waits for `count`
+    workers. Their CPU is not measured (it is not on this host); Locust's CPU warning, which
+    workers report to the master, still marks a saturated load generator.
+    """
+
+    count: int
+    bind_host: str = DEFAULT_MASTER_BIND_HOST
+    port: int
+
+    @property
+    def master_host(self) -> str:
+        """The address workers connect to: this host's name when the master binds everywhere."""
+        wildcard = self.bind_host in ("", "*", "0.0.0.0", "::")
+        return socket.getfqdn() if wildcard else self.bind_host
+
+    def master_args(self) -> list[str]:
+        """Return the Locust options that make the runner's Locust the master."""
+        return [
+            "--master",
+            "--expect-workers", str(self.count),
+            "--expect-workers-max-wait", f"{DEFAULT_REMOTE_WORKERS_WAIT_S:g}",
+            "--master-bind-host", self.bind_host,
+            "--master-bind-port", str(self.port),
+        ]  # fmt: skip
+
+    def worker_command(self, scenario: str, env: Mapping[str, str]) -> str:
+        """Return the shell command a worker runs from a poolbench checkout."""
+        argv = ["locust", "-f", f"scenarios/{scenario}.py", "--worker"]
+        argv += ["--master-host", self.master_host, "--master-port", str(self.port)]
+        assignments = [f"{key}={shlex.quote(value)}" for key, value in sorted(env.items())]
+        return " ".join([*assignments, *map(shlex.quote, argv)])
+
+
+@dataclass(frozen=True, kw_only=True)
 class Measured:
     """A finished run: the figures for runs.csv and what else run.json keeps."""
 
@@ -157,17 +199,32 @@ class Runner:
     """Runs points one at a time; owns the sweep-wide processes (Postgres, downstream stub)."""
 
     def __init__(
-        self, spec: SweepSpec, children: Children, *, dsn: str | None, workers: int, logs: Path
+        self,
+        spec: SweepSpec,
+        children: Children,
+        *,
+        dsn: str | None,
+        workers: int,
+        logs: Path,
+        remote: RemoteWorkers | None = None,
+        on_worker_command: Callable[[Point, str], None] | None = None,
     ) -> None:
         self.spec = spec
         self.children = children
         self.workers = workers
+        self.remote = remote
+        self.on_worker_command = on_worker_command
         self.logs = logs
         self.target = spec.target
         # Bring-your-own app: its database is the user's business unless they name it.
         self.db = DatabaseSlot(children, dsn=dsn, seed_users=spec.workload.seed_users, log_dir=logs)
         self.probe_dsn = dsn
         self.downstream_url: str | None = None
+
+    @property
+    def locust_processes(self) -> int:
+        """Locust processes on this host, whose CPU the run measures (remote workers' is not)."""
+        return 1 if self.remote is not None else max(1, self.workers)
 
     def _ensure_downstream(self) -> str:
         # /health checks the downstream too, so every scenario needs the stub, not just fanout.
@@ -220,7 +277,14 @@ class Runner:
             "restart_cmd", [command], env=env, cwd=ROOT, log_path=run_dir / "app.log", shell=True
         )
         code = self.children.wait(child, DEFAULT_RESTART_TIMEOUT_S)
-        self.children.stop(child)
+        if code is None:
+            self.children.stop(child)
+            raise RunError(
+                f"target.restart_cmd still running after {DEFAULT_RESTART_TIMEOUT_S:.0f} s "
+                f"(it must start the target in the background and return): {child.log_tail()}"
+            )
+        # Not stop(): that would kill the process group, and with it a target started with `&`.
+        self.children.release(child)
         if code != 0:
             raise RunError(f"target.restart_cmd failed ({code=}): {child.log_tail()}")
         url = self.target.url
@@ -241,21 +305,25 @@ class Runner:
         argv += ["--only-summary", "--exit-code-on-error", "0", "--loglevel", "WARNING"]
         if self.workers > 1:
             argv += ["--processes", str(self.workers)]
-        env = _python_env(
-            {
-                "POOLBENCH_OUT_DIR": str(run_dir),
-                "POOLBENCH_WARMUP_S": f"{point.warmup_s:g}",
-                "POOLBENCH_SEED_USERS": str(self.spec.workload.seed_users),
-                "POOLBENCH_THINK_TIME_S": f"{point.think_time_s:g}",
-                "POOLBENCH_OPEN_RPS": f"{point.open_model_rps:g}",
-                "POOLBENCH_QUERIES": str(point.queries_per_request),
-                "POOLBENCH_FANOUT_CALLS": str(point.fanout_calls),
-                "POOLBENCH_SHAPE": point.shape,
-                "POOLBENCH_USERS": str(point.users),
-                "POOLBENCH_SPAWN_RATE": f"{point.spawn_rate:g}",
-                "POOLBENCH_DURATION_S": str(run_time_s),
-            }
-        )
+        scenario_env = {
+            "POOLBENCH_WARMUP_S": f"{point.warmup_s:g}",
+            "POOLBENCH_SEED_USERS": str(self.spec.workload.seed_users),
+            "POOLBENCH_THINK_TIME_S": f"{point.think_time_s:g}",
+            "POOLBENCH_OPEN_RPS": f"{point.open_model_rps:g}",
+            "POOLBENCH_QUERIES": str(point.queries_per_request),
+            "POOLBENCH_FANOUT_CALLS": str(point.fanout_calls),
+            "POOLBENCH_SHAPE": point.shape,
+            "POOLBENCH_USERS": str(point.users),
+            "POOLBENCH_SPAWN_RATE": f"{point.spawn_rate:g}",
+            "POOLBENCH_DURATION_S": str(run_time_s),
+        }
+        if self.remote is not None:
+            argv += self.remote.master_args()
+            if self.on_worker_command is not None:
+                # No POOLBENCH_OUT_DIR: a remote worker cannot write into this run directory.
+                command = self.remote.worker_command(point.scenario, scenario_env)
+                self.on_worker_command(point, command)
+        env = _python_env({"POOLBENCH_OUT_DIR": str(run_dir), **scenario_env})
         # SIGINT: Locust's graceful shutdown, which still writes its CSV files.
         return self.children.spawn(
             "locust", argv, env=env, cwd=ROOT, log_path=run_dir / "locust.log", stop_signal=2
@@ -292,7 +360,10 @@ class Runner:
             if probe_dsn:
                 probe = collect.PgProbe(probe_dsn).start()
             locust = self._locust(point, url, run_dir)
-            self._wait_marker(run_dir, "start", locust, point.warmup_s + DEFAULT_WINDOW_GRACE_S)
+            start_timeout_s = point.warmup_s + DEFAULT_WINDOW_GRACE_S
+            if self.remote is not None:
+                start_timeout_s += DEFAULT_REMOTE_WORKERS_WAIT_S
+            self._wait_marker(run_dir, "start", locust, start_timeout_s)
             # The window opens: app telemetry, Postgres counters and CPU start counting together.
             telemetry_ok = http.post("/telemetry/reset").status_code < 300
             sampler = collect.WindowSampler(
@@ -341,7 +412,7 @@ class Runner:
             summary.get("cpu_warning") or collect.locust_cpu_warning(run_dir / "locust.log")
         )
         figures["host_cores"] = os.cpu_count()
-        figures["bottleneck"] = collect.label_bottleneck(point, figures, max(1, self.workers))
+        figures["bottleneck"] = collect.label_bottleneck(point, figures, self.locust_processes)
         if telemetry is not None:
             (run_dir / "telemetry.json").write_text(json.dumps(telemetry, indent=2) + "\n")
         extra = {
@@ -350,7 +421,8 @@ class Runner:
                 "end_epoch": markers["end"],
                 "window_s": window_s,
             },
-            "locust_processes": max(1, self.workers),
+            "locust_processes": self.locust_processes,
+            "remote_workers": self.remote.count if self.remote else 0,
             "locust_requests": summary.get("requests"),
             "requests_by_name": summary.get("by_name", {}),
             "sampler_errors": sample.errors,
@@ -389,8 +461,16 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
-def _manifest(spec: SweepSpec, spec_path: str, dsn: str | None, workers: int) -> dict[str, Any]:
+def _manifest(
+    spec: SweepSpec, spec_path: str, dsn: str | None, workers: int, remote: RemoteWorkers | None
+) -> dict[str, Any]:
     memory = psutil.virtual_memory().total
+    if dsn:
+        database = redact_dsn(dsn)
+    elif spec.target is not None:
+        database = "the target's own (not probed: give --dsn to measure it)"
+    else:
+        database = "embedded (a throwaway cluster per pg_max_connections)"
     return {
         "spec": spec.to_dict(),
         "spec_path": spec_path,
@@ -403,8 +483,9 @@ def _manifest(spec: SweepSpec, spec_path: str, dsn: str | None, workers: int) ->
             "platform": platform.platform(),
             "python": sys.version.split()[0],
         },
-        "dsn": redact_dsn(dsn) if dsn else "embedded (a throwaway cluster per pg_max_connections)",
-        "locust_processes": max(1, workers),
+        "dsn": database,
+        "locust_processes": 1 if remote else max(1, workers),
+        "remote_workers": asdict(remote) if remote else None,
         "started_at": _now(),
         "finished_at": None,
         "status": "running",
@@ -485,6 +566,20 @@ def _table(points: list[Point], runs: Mapping[str, Mapping[str, Any]]) -> Table:
     return table
 
 
+def _write_worker_script(path: Path, run_id: str, count: int, command: str) -> None:
+    """Write the next run's worker command where a user (or a loop) can pick it up."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(
+        "#!/bin/sh\n"
+        f"# One remote Locust worker for run {run_id}: start {count} of these in all, from a\n"
+        "# poolbench checkout with its virtualenv active. Workers exit when the run ends;\n"
+        "# this file is rewritten before every run.\n"
+        f"{command}\n"
+    )
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SweepResult:
     """Where a sweep wrote its output and how far it got."""
@@ -503,6 +598,7 @@ def run_sweep(
     workers: int,
     console: Console,
     resume: bool = False,
+    remote: RemoteWorkers | None = None,
 ) -> SweepResult:
     """Run every unfinished point of the spec into sweep_dir; Ctrl-C keeps finished points."""
     runs_dir = sweep_dir / "runs"
@@ -510,7 +606,7 @@ def run_sweep(
     for directory in (runs_dir, logs):
         directory.mkdir(parents=True, exist_ok=True)
     manifest_path = sweep_dir / "manifest.json"
-    manifest = _manifest(spec, spec_path, dsn, workers)
+    manifest = _manifest(spec, spec_path, dsn, workers, remote)
     if resume and manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
         manifest["started_at"] = previous.get("started_at", manifest["started_at"])
@@ -535,9 +631,30 @@ def run_sweep(
         console=console,
         transient=True,
     )
+    printed_command = ""
+
+    def announce(point: Point, command: str) -> None:
+        nonlocal printed_command
+        script = sweep_dir / WORKER_SCRIPT
+        _write_worker_script(script, point.run_id, remote.count if remote else 1, command)
+        if command == printed_command:
+            progress.console.print(f"{point.run_id}: start the remote workers again ({script})")
+            return
+        progress.console.print(f"{point.run_id}: start remote workers with ({script}):")
+        progress.console.print(command, markup=False, highlight=False, soft_wrap=True)
+        printed_command = command
+
     try:
         with supervised() as children, progress:
-            runner = Runner(spec, children, dsn=dsn, workers=workers, logs=logs)
+            runner = Runner(
+                spec,
+                children,
+                dsn=dsn,
+                workers=workers,
+                logs=logs,
+                remote=remote,
+                on_worker_command=announce,
+            )
             task = progress.add_task(spec.name, total=len(todo))
             for index, point in enumerate(todo, start=len(points) - len(todo) + 1):
                 progress.update(task, description=f"{spec.name} {point.run_id}")
@@ -618,8 +735,33 @@ def sweep(
         typer.Option(help=f"Use this Postgres instead of a throwaway one (or set {DSN_ENV})."),
     ] = None,
     workers: Annotated[
-        int, typer.Option(help="Locust processes generating load (locust --processes).", min=1)
+        int,
+        typer.Option(
+            help="Local Locust worker processes (locust --processes); their CPU is measured as "
+            "the load generator's.",
+            min=1,
+        ),
     ] = 1,
+    remote_workers: Annotated[
+        int,
+        typer.Option(
+            help="Run Locust as a master that waits for this many workers you start on other "
+            "machines (the command is printed before each run and written to "
+            f"{WORKER_SCRIPT}). Their CPU is not measured.",
+            min=0,
+        ),
+    ] = 0,
+    master_bind_host: Annotated[
+        str, typer.Option(help="Interface the Locust master listens on for remote workers.")
+    ] = DEFAULT_MASTER_BIND_HOST,
+    master_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port the Locust master listens on for remote workers (default: a free one).",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a spec field: KEY=VALUE, e.g. grid.pool_size=[2,4]."),
@@ -646,9 +788,20 @@ def sweep(
         "grid.users": [users] if users is not None else None,
     }
     try:
-        _sweep(spec_path, out, resume, dsn, workers, set_ or [], overrides, report=report)
+        remote = _remote_workers(remote_workers, workers, master_bind_host, master_port)
+        _sweep(spec_path, out, resume, dsn, workers, remote, set_ or [], overrides, report=report)
     except UsageError as exc:
         fail(str(exc))  # inside the command, so typer turns it into exit code 2
+
+
+def _remote_workers(
+    count: int, local_workers: int, bind_host: str, port: int | None
+) -> RemoteWorkers | None:
+    if count == 0:
+        return None
+    if local_workers > 1:
+        raise UsageError("--workers and --remote-workers: give one (local or remote workers)")
+    return RemoteWorkers(count=count, bind_host=bind_host, port=port or free_port())
 
 
 def _sweep(
@@ -657,6 +810,7 @@ def _sweep(
     resume: Path | None,
     dsn: str | None,
     workers: int,
+    remote: RemoteWorkers | None,
     settings: list[str],
     options: dict[str, Any],
     *,
@@ -685,6 +839,7 @@ def _sweep(
             workers=workers,
             console=console,
             resume=resume is not None,
+            remote=remote,
         )
     except Interrupted as exc:
         kept = len(finished_runs(sweep_dir))

@@ -458,7 +458,7 @@ def _build(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise _Invalid("description", "must be a string")
-    return SweepSpec(
+    spec = SweepSpec(
         name=name,
         scenario=scenario,
         shape=shape,
@@ -472,6 +472,21 @@ def _build(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
         target=_target(target_raw),
         app_env=_app_env(_table(raw, "app_env")),
     )
+    if spec.target is not None:
+        _check_placeholders(spec.target.restart_cmd, spec.points()[0])
+    return spec
+
+
+def _check_placeholders(restart_cmd: str, point: Point) -> None:
+    """Fail at load time, not mid-sweep, on a restart_cmd that str.format cannot fill."""
+    try:
+        restart_cmd.format(**point.as_dict())
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _Invalid(
+            "target.restart_cmd",
+            f"bad placeholder {exc} (use point fields such as {{pool_size}}; "
+            "double literal braces: ${VAR} becomes ${{VAR}})",
+        ) from None
 
 
 # --- loading and overrides ------------------------------------------------------------------

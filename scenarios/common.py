@@ -4,8 +4,8 @@ The sweep runner configures scenarios only through `POOLBENCH_*` environment var
 locustfile also runs by hand (`locust -f scenarios/single_query.py --host ...`) with defaults.
 
 Measured window. Locust's own percentiles are cumulative from the start (warm-up included) and
-bucketed, and its `_stats.csv` is rewritten only once a second. So when `POOLBENCH_OUT_DIR` is
-set, every Locust process runs a window here instead:
+bucketed, and its `_stats.csv` is rewritten only once a second. So every Locust process runs a
+window here instead (the files only when `POOLBENCH_OUT_DIR` is set):
 
 - the `request` listener keeps every request's completion time, response time and outcome;
 - `POOLBENCH_WARMUP_S` after `test_start`, Locust's stats are reset (so its own CSVs and summary
@@ -19,6 +19,10 @@ set, every Locust process runs a window here instead:
 
 The runner watches `window.jsonl` to reset the app's telemetry and snapshot Postgres and CPU
 counters at the same two moments, so all figures cover the same window.
+
+A remote worker (`--remote-workers`) has no `POOLBENCH_OUT_DIR`: it only resets its stats at the
+window start, so its reports carry no warm-up into the master's totals, and the runner falls back
+to the master's (bucketed) figures.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gevent
-from locust import constant, constant_throughput, events
+from locust import constant, events
 from locust.env import Environment
 from locust.runners import (
     STATE_CLEANUP,
@@ -86,18 +91,35 @@ SETTINGS = ScenarioSettings.from_env()
 
 
 def pacing() -> Any:
-    """Return the wait_time for every user class: closed loop, or a constant arrival rate.
+    """Return the wait_time for every user class: closed loop, or open (Poisson arrivals).
 
     A closed-loop user sends its next request only after the last one returned, so when the
     server slows down the offered load drops with it and latency looks better than a real
-    population of clients would see (coordinated omission). `POOLBENCH_OPEN_RPS` > 0 uses
-    `constant_throughput`: each user paces itself to that many requests per second, which keeps
-    the arrival rate constant (users x rps) as long as responses are faster than the pacing
-    interval; a slowdown then shows as latency and missed pacing instead of hiding.
+    population of clients would see (coordinated omission). `POOLBENCH_OPEN_RPS` > 0 makes each
+    user an open arrival process at that rate instead (see `poisson_pacing`).
     """
     if SETTINGS.open_rps > 0:
-        return constant_throughput(SETTINGS.open_rps)
+        return poisson_pacing(SETTINGS.open_rps)
     return constant(SETTINGS.think_time_s)
+
+
+def poisson_pacing(rate_per_s: float) -> Callable[[Any], float]:
+    """Wait so that request starts form a Poisson process of `rate_per_s` per user.
+
+    Gaps between starts are exponential, not fixed: `constant_throughput` keeps every user on a
+    fixed period, the users' phases lock together and arrive in bursts, and a pool that is ample
+    for the mean rate then queues at every burst. Many independent clients, as in production,
+    give Poisson arrivals, which is also what Erlang C assumes. A user that falls behind starts
+    at once and does not burst to catch up.
+    """
+
+    def wait_time(user: Any) -> float:
+        now = time.monotonic()
+        due = getattr(user, "_poolbench_next_start", now) + random.expovariate(rate_per_s)
+        user._poolbench_next_start = max(due, now)
+        return float(user._poolbench_next_start - now)
+
+    return wait_time
 
 
 def random_user_id() -> int:
@@ -121,7 +143,7 @@ def order_body() -> dict[str, Any]:
 class _Window:
     """The measured window of this Locust process (see the module docstring)."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path | None) -> None:
         self.out_dir = out_dir
         self.open = False
         self.start_epoch: float | None = None
@@ -133,6 +155,8 @@ class _Window:
         return isinstance(self.environment and self.environment.runner, WorkerRunner)
 
     def _mark(self, event: str, epoch: float) -> None:
+        if self.out_dir is None:
+            return
         if self._is_worker():
             event = f"worker_{event}"  # diagnostics only: the master speaks for the test
         with open(self.out_dir / "window.jsonl", "a", encoding="utf-8") as fh:
@@ -154,7 +178,9 @@ class _Window:
     def on_request(self, response_time: float, exception: Any = None, **_: Any) -> None:
         # Every request, warm-up included: the runner keeps those that completed inside the
         # master's window, so workers need no clock of their own (--processes shares one host).
-        self.samples.append(f"{time.time():.4f} {response_time:.3f} {int(exception is not None)}")
+        if self.out_dir is not None:
+            failed = int(exception is not None)
+            self.samples.append(f"{time.time():.4f} {response_time:.3f} {failed}")
 
     def on_test_stopping(self, environment: Environment, **_: Any) -> None:
         if self.open:
@@ -163,6 +189,8 @@ class _Window:
             self._mark("end", self.end_epoch)
 
     def on_quit(self, exit_code: int, **_: Any) -> None:
+        if self.out_dir is None:
+            return
         if self.samples:
             text = "\n".join(self.samples)
             (self.out_dir / f"latency-{os.getpid()}.txt").write_text(text + "\n")
@@ -194,9 +222,8 @@ class _Window:
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-if SETTINGS.out_dir is not None:
-    _window = _Window(SETTINGS.out_dir)
-    events.test_start.add_listener(_window.on_test_start)
-    events.request.add_listener(_window.on_request)
-    events.test_stopping.add_listener(_window.on_test_stopping)
-    events.quit.add_listener(_window.on_quit)
+_window = _Window(SETTINGS.out_dir)
+events.test_start.add_listener(_window.on_test_start)
+events.request.add_listener(_window.on_request)
+events.test_stopping.add_listener(_window.on_test_stopping)
+events.quit.add_listener(_window.on_quit)

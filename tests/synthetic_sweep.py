@@ -65,6 +65,10 @@ STATS_HEADER = [
     "99.99%",
     "100%",
 ]
+# The measured window of every synthetic run, in seconds after its first history row: Locust's
+# stats are reset at WINDOW_START_S (the history row of that second is the reset's zeros).
+WINDOW_START_S = 3.4
+WINDOW_END_S = 11.6
 APP_OVERHEAD_MS = 2.0
 HOLD_OVERHEAD_MS = 1.5
 SIGMA = 0.002
@@ -234,10 +238,23 @@ def _run_row(
     }
 
 
-def _write_run_dir(run_dir: Path, row: dict[str, Any]) -> None:
+def _write_run_dir(run_dir: Path, row: dict[str, Any], *, window: bool = True) -> None:
     run_dir.mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps(row))
     start = 1_735_732_800
+    if window:
+        # As scenarios/common.py writes it: the master's markers, plus a worker's (ignored).
+        markers = (
+            ("start", start + WINDOW_START_S, 4242),
+            ("worker_start", start + WINDOW_START_S + 0.01, 4243),
+            ("end", start + WINDOW_END_S, 4242),
+        )
+        (run_dir / "window.jsonl").write_text(
+            "".join(
+                json.dumps({"event": event, "epoch": epoch, "pid": pid}) + "\n"
+                for event, epoch, pid in markers
+            )
+        )
     with (run_dir / "locust_stats_history.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(HISTORY_HEADER)
@@ -250,6 +267,9 @@ def _write_run_dir(run_dir: Path, row: dict[str, Any]) -> None:
             # Latency climbs while users ramp up, then wobbles around the run's figures.
             wobble = ramp * (1 + 0.05 * math.cos(1.7 * second))
             p50, p95, p99 = (round(row[k] * wobble, 1) for k in ("p50_ms", "p95_ms", "p99_ms"))
+            if window and second == int(WINDOW_START_S):
+                # Just after the reset Locust has no requests to rank: it writes zeros.
+                total, rps, p50, p95, p99 = 0, 0.0, 0, 0, 0
             for name in ("/users/[id]", "Aggregated"):
                 writer.writerow(
                     [
@@ -324,7 +344,7 @@ def write_locust_stats(path_prefix: Path, *, rps: float = 120.0, p95_ms: float =
         "max_ms": 900,
     }
     tmp = path_prefix.parent / ".history"
-    _write_run_dir(tmp, row)
+    _write_run_dir(tmp, row, window=False)  # plain Locust: no window.jsonl
     (tmp / "locust_stats_history.csv").rename(
         path_prefix.with_name(path_prefix.name + "_stats_history.csv")
     )

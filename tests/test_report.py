@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from bench.load import load_sweep
+from bench.load import load_sweep, read_history
 from bench.optimum import analyse
-from bench.report import render_analysis, render_report
-from tests.synthetic_sweep import SECRET, make_sweep
+from bench.report import _latency, _window_span, render_analysis, render_report
+from tests.synthetic_sweep import SECRET, WINDOW_END_S, WINDOW_START_S, make_sweep
 
 XSS = "<script>alert(1)</script>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,6 +53,8 @@ def test_report_contents(report_html: Path) -> None:
         "p48-o4-s20-u24-q1-r3",
         "git_sha",
         "[slo]",
+        "Grey band: the measured window",
+        "dots: each repetition; shaded: 95% CI of the mean (t-distribution, n=2-3 per config",
     ):
         assert text in html, text
 
@@ -72,6 +74,31 @@ def test_spec_and_results_text_is_escaped(tmp_path: Path) -> None:
     assert XSS not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script" not in html.lower()
+
+
+def test_time_series_shade_the_measured_window(tmp_path: Path) -> None:
+    sweep = load_sweep(make_sweep(tmp_path, pool_sizes=(1, 2), max_overflows=(0,), repetitions=1))
+    path = next(iter(sweep.history_paths.values()))
+    history = read_history(path)
+    # window.jsonl epochs line up with the history's Timestamp column; worker markers are ignored.
+    assert _window_span(path, history) == pytest.approx((WINDOW_START_S, WINDOW_END_S))
+    # The reset's zero percentiles are gaps, not 0 ms.
+    p95 = _latency(history["95%"])
+    assert (history["95%"] == 0).sum() == 1
+    assert p95.isna().sum() == 1 and (p95.dropna() > 0).all()
+    # A garbled line is skipped; markers from another run's clock are not drawn.
+    window = path.parent / "window.jsonl"
+    window.write_text("not json\n" + window.read_text())
+    assert _window_span(path, history) == pytest.approx((WINDOW_START_S, WINDOW_END_S))
+    window.write_text('{"event": "start", "epoch": 1.0}\n{"event": "end", "epoch": 2.0}\n')
+    assert _window_span(path, history) is None
+    # No window.jsonl (plain Locust output, older sweeps): the whole history, said so.
+    for run_path in sweep.history_paths.values():
+        (run_path.parent / "window.jsonl").unlink(missing_ok=True)
+    assert _window_span(path, history) is None
+    html = render_analysis(analyse(sweep), tmp_path / "nowindow.html").read_text()
+    assert "timeseries" in _charts(html)
+    assert "No window.jsonl: the whole history is shown" in html
 
 
 def test_charts_skip_axes_that_were_not_swept(tmp_path: Path) -> None:

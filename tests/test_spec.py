@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,31 @@ def test_shipped_specs_load_and_round_trip(path: Path) -> None:
     spec = load_spec(path)
     assert spec.points()
     assert spec_from_dict(spec.to_dict(), source="manifest") == spec
+
+
+def test_external_example_target_is_valid_once_uncommented() -> None:
+    text = (ROOT / "bench" / "specs" / "external.toml").read_text()
+    head, marker, example = text.partition("# [target]\n")
+    assert marker, "the commented-out [target] example is missing"
+    uncommented = "\n".join(
+        line.removeprefix("#").removeprefix(" ") for line in example.splitlines()
+    )
+    spec = spec_from_dict(tomllib.loads(f"{head}[target]\n{uncommented}"), source="external")
+    assert spec.target is not None and spec.target.url == "http://127.0.0.1:8000"
+    command = spec.target.restart_cmd.format(**spec.points()[0].as_dict())
+    assert "-e DB_POOL_SIZE=2 -e DB_MAX_OVERFLOW=0" in command
+    assert spec.app_env == {"DB_POOL_TIMEOUT_S": "5"}
+
+
+def test_restart_cmd_placeholders_are_checked_at_load_time(tmp_path: Path) -> None:
+    text = 'scenario = "single_query"\n[target]\nurl = "http://127.0.0.1:9000"\n'
+    with pytest.raises(UsageError, match="target.restart_cmd: bad placeholder 'HOME'"):
+        load_spec(write(tmp_path, text + 'restart_cmd = "cd ${HOME} && restart"\n'))
+    spec = load_spec(
+        write(tmp_path, text + 'restart_cmd = "cd ${{HOME}} && restart {pool_size}"\n')
+    )
+    assert spec.target is not None
+    assert spec.target.restart_cmd.format(pool_size=5) == "cd ${HOME} && restart 5"
 
 
 def test_quick_spec_can_fit_a_usl_curve() -> None:
