@@ -101,8 +101,9 @@ def _unprivileged_user() -> str | None:
     raise PostgresUnavailable("running as root and no 'postgres' or 'nobody' user to run Postgres")
 
 
-def _die_with_parent() -> None:
-    # Belt and braces: if the benchmark process is SIGKILLed, the kernel stops the postmaster.
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this (child) process when its parent dies; a preexec_fn."""
+    # Belt and braces: if the benchmark process is SIGKILLed, no `finally` runs.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -218,7 +219,7 @@ class PostgresServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         _guard_signals()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -15,9 +14,10 @@ from types import FrameType
 
 import psutil
 
+from bench.pg import die_with_parent
+
 DEFAULT_STOP_TIMEOUT_S = 10.0
 DEFAULT_KILL_TIMEOUT_S = 5.0
-_PR_SET_PDEATHSIG = 1
 
 
 class Interrupted(Exception):
@@ -26,12 +26,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-def _die_with_parent() -> None:
-    # If the runner is SIGKILLed (no finally runs), the kernel still stops the direct child.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +100,7 @@ class Children:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 shell=shell,
             )
         finally:
