@@ -32,7 +32,8 @@ DESIGN_COLUMNS = (
     "app_peak_rss_mb, locust_peak_rss_mb, pg_peak_rss_mb, locust_cpu_warning, host_cores, "
     "bottleneck"
 ).split(", ")
-TINY = ["--set", "grid.pool_size=[2,4]", "--duration", "3", "--warmup", "1"]
+# Closed-loop users (open_model_rps=0): the assertions below lean on a saturated pool.
+TINY = ["--set", "open_model_rps=0", "--set", "grid.pool_size=[2,4]", "--duration", "3", "--warmup", "1"]
 TINY += ["--repetitions", "1", "--users", "8", "--no-report"]
 RUN_FILES = {
     "run.json",
@@ -169,6 +170,8 @@ def test_postgres_commits_match_locust_requests(tmp_path: Path) -> None:
         "--out",
         str(tmp_path),
         "--set",
+        "open_model_rps=0",
+        "--set",
         "scenario=write_heavy",
         "--set",
         "grid.pool_size=[4]",
@@ -261,7 +264,7 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
 
 
 def test_bottleneck_rules() -> None:
-    point = load_spec(ROOT / QUICK).points()[0]  # pool_size 1, max_overflow 0
+    point = load_spec(ROOT / QUICK, {"grid.pool_size": [1]}).points()[0]
     base = {"p95_ms": 100.0, "acquire_wait_p95_ms": 0.1, "peak_checked_out": 1}
     assert label_bottleneck(point, base) == "none"
     assert label_bottleneck(point, base | {"locust_cpu_warning": True}) == "load_generator"
