@@ -20,6 +20,10 @@ app.add_typer(db_app, name="db")
 app.command("sweep")(sweep)
 register_analysis(app)
 console = Console()
+# click's UsageError, wherever this typer version keeps click (vendored or the package).
+_CLICK_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
 
 
 @db_app.command("up")
@@ -46,10 +50,21 @@ def db_up(
 def main() -> None:
     """Entry point that turns usage errors into one line and exit code 2."""
     try:
-        app()
+        # Not standalone: click's multi-line usage box becomes our one `error:` line.
+        code = app(standalone_mode=False)
+    except _CLICK_USAGE_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+            exc.show()  # type: ignore[attr-defined]
+            raise SystemExit(0) from None
+        print_error(f"{exc.format_message()} (see --help)")  # type: ignore[attr-defined]
+        raise SystemExit(EXIT_USAGE) from None
     except UsageError as exc:
         print_error(str(exc))
         raise SystemExit(EXIT_USAGE) from None
+    except typer.Abort:
+        print_error("aborted")
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,16 @@ DESIGN_COLUMNS = (
     "bottleneck"
 ).split(", ")
 # Closed-loop users (open_model_rps=0): the assertions below lean on a saturated pool.
-TINY = ["--set", "open_model_rps=0", "--set", "grid.pool_size=[2,4]", "--duration", "3", "--warmup", "1"]
+TINY = [
+    "--set",
+    "open_model_rps=0",
+    "--set",
+    "grid.pool_size=[2,4]",
+    "--duration",
+    "3",
+    "--warmup",
+    "1",
+]
 TINY += ["--repetitions", "1", "--users", "8", "--no-report"]
 RUN_FILES = {
     "run.json",
