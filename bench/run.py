@@ -535,10 +535,12 @@ def _summary_line(index: int, total: int, measured: Measured) -> str:
         value = f.get(key)
         return "-" if value is None else f"{value:.1f}{unit}"
 
+    errors = f.get("error_rate")
     return (
         f"[{index}/{total}] {measured.point.run_id:<28} rps {num('rps'):>7}  "
-        f"p95 {num('p95_ms', ' ms'):>10}  wait p95 {num('acquire_wait_p95_ms', ' ms'):>9}  "
-        f"{f['bottleneck']}"
+        f"p95 {num('p95_ms', ' ms'):>10}  "
+        f"err {'-' if errors is None else f'{errors * 100:.1f}%':>6}  "
+        f"wait p95 {num('acquire_wait_p95_ms', ' ms'):>9}  {f['bottleneck']}"
     )
 
 
