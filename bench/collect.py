@@ -300,6 +300,38 @@ def read_requests(run_dir: Path, start_epoch: float, end_epoch: float) -> np.nda
     return np.asarray(rows, dtype=float).reshape(-1, 2)
 
 
+TIMESERIES_FILE = "timeseries.csv"
+TIMESERIES_COLUMNS = ("epoch_s", "requests", "failures", "p50_ms", "p95_ms", "p99_ms")
+
+
+def write_timeseries(run_dir: Path) -> None:
+    """Bin every request (warm-up included) by completion second into timeseries.csv.
+
+    Locust's history holds rolling, bucketed figures that restart at the stats reset; these are
+    exact per-second counts and percentiles from the same raw samples as the window's figures.
+    """
+    rows: list[tuple[float, float, float]] = []
+    for path in sorted(run_dir.glob("latency-*.txt")):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                epoch, response_ms, failed = line.split()
+                rows.append((float(epoch), float(response_ms), float(failed)))
+    if not rows:
+        return
+    data = np.asarray(rows, dtype=float)
+    seconds = np.floor(data[:, 0])
+    with (run_dir / TIMESERIES_FILE).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(TIMESERIES_COLUMNS)
+        for second in np.unique(seconds):
+            chunk = data[seconds == second]
+            p50, p95, p99 = np.percentile(chunk[:, 1], [50, 95, 99])
+            writer.writerow(
+                [int(second), len(chunk), int(chunk[:, 2].sum())]
+                + [round(float(v), 3) for v in (p50, p95, p99)]
+            )
+
+
 def locust_cpu_warning(log_path: Path) -> bool:
     """True if Locust warned that its own CPU was saturated."""
     if not log_path.exists():

@@ -498,6 +498,38 @@ def _representative_runs(analysis: Analysis) -> list[str]:
     return list(unique.values())[:MAX_TIME_SERIES_RUNS]
 
 
+def _exact_history(history_path: Path) -> pd.DataFrame:
+    """Locust's history, with rate and percentiles replaced by the run's exact timeseries.csv.
+
+    Locust's own columns are rolling, bucketed figures that restart at the stats reset; the
+    runner bins the raw samples per second instead. Users still come from Locust's history.
+    """
+    history = read_history(history_path)
+    path = history_path.parent / "timeseries.csv"
+    if history.empty or not path.is_file():
+        return history
+    try:
+        exact = pd.read_csv(path)
+        stamp = exact["epoch_s"] + 0.5  # the middle of each one-second bin
+        t_s = stamp - float(history["Timestamp"].min())
+        users = np.interp(t_s, history["t_s"], history["User Count"])
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return history
+    return pd.DataFrame(
+        {
+            "Timestamp": stamp,
+            "t_s": t_s,
+            "User Count": users,
+            "Requests/s": exact["requests"],
+            "Failures/s": exact["failures"],
+            "50%": exact["p50_ms"],
+            "95%": exact["p95_ms"],
+            "99%": exact["p99_ms"],
+            "exact": True,
+        }
+    )
+
+
 def _window_span(history_path: Path, history: pd.DataFrame) -> tuple[float, float] | None:
     """The measured window in the history's seconds (`t_s`), from the run's window.jsonl.
 
@@ -515,7 +547,7 @@ def _window_span(history_path: Path, history: pd.DataFrame) -> tuple[float, floa
         with contextlib.suppress(ValueError, KeyError, TypeError):
             entry = json.loads(line)
             markers[str(entry["event"])] = float(entry["epoch"])
-    t0 = float(history["Timestamp"].min())
+    t0 = float((history["Timestamp"] - history["t_s"]).min())  # the history's first stamp
     last = float(history["t_s"].max())
     start = markers.get("start", math.nan) - t0
     end = markers.get("end", t0 + last) - t0  # no `end`: the run was cut short
@@ -544,7 +576,7 @@ def _set_top(ax: Axes, values: list[float], headroom: float = 1.15) -> None:
 
 def _chart_time_series(analysis: Analysis) -> Chart | None:
     picks = [
-        (run_id, read_history(analysis.sweep.history_paths[run_id]))
+        (run_id, _exact_history(analysis.sweep.history_paths[run_id]))
         for run_id in _representative_runs(analysis)
     ]
     picks = [(run_id, h) for run_id, h in picks if not h.empty]
@@ -618,8 +650,20 @@ def _chart_time_series(analysis: Analysis) -> Chart | None:
     )
     axes[-1][0].set_xlabel("seconds")
     axes[-1][1].set_xlabel("seconds")
-    caption = "From runs/<run_id>/locust_stats_history.csv (Aggregated rows). "
-    if windows:
+    exact = all("exact" in history for _, history in picks)
+    if exact:
+        caption = (
+            "Exact per-second figures from every request (runs/<run_id>/timeseries.csv); users "
+            "from Locust's history. "
+        )
+    else:
+        caption = "From runs/<run_id>/locust_stats_history.csv (Aggregated rows). "
+    if windows and exact:
+        caption += (
+            "Grey band: the measured window (window.jsonl); the dotted line is the run's exact "
+            "window throughput."
+        )
+    elif windows:
         caption += (
             "Grey band: the measured window (window.jsonl); Locust resets its stats when it "
             "opens. Locust's requests/s and percentiles are rolling figures that restart at the "

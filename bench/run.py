@@ -403,6 +403,7 @@ class Runner:
         summary_path = run_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         requests = collect.read_requests(run_dir, markers["start"], markers["end"])
+        collect.write_timeseries(run_dir)
         for path in run_dir.glob("latency-*.txt"):
             path.unlink()  # summarised above; the raw samples would dwarf everything else
         figures = collect.client_figures(summary, requests, window_s)

@@ -157,3 +157,24 @@ def test_report_renders_in_headless_chromium(report_html: Path, tmp_path: Path) 
     assert len(colours) > 200
     chart_band = pixels[700:1400]
     assert chart_band.std() > 0.05
+
+
+def test_time_series_prefer_the_exact_per_second_series(tmp_path: Path) -> None:
+    from bench.report import _exact_history
+
+    history = tmp_path / "locust_stats_history.csv"
+    history.write_text(
+        "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,99%\n"
+        "1000,0,,Aggregated,0,0,0,0,0\n"
+        "1002,10,,Aggregated,3,0,40,90,95\n"
+        "1004,10,,Aggregated,0,0,0,0,0\n"
+    )
+    (tmp_path / "timeseries.csv").write_text(
+        "epoch_s,requests,failures,p50_ms,p95_ms,p99_ms\n1001,50,1,20,30,35\n1003,60,0,21,31,36\n"
+    )
+    frame = _exact_history(history)
+    assert list(frame["Requests/s"]) == [50, 60] and list(frame["95%"]) == [30, 31]
+    assert list(frame["t_s"]) == [1.5, 3.5]  # bin middles on Locust's clock
+    assert list(frame["User Count"]) == [7.5, 10.0]  # interpolated from Locust's history
+    (tmp_path / "timeseries.csv").unlink()
+    assert list(_exact_history(history)["Requests/s"]) == [0, 3, 0]  # falls back to Locust's

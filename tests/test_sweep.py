@@ -129,6 +129,11 @@ def test_runs_csv_has_the_design_columns_and_sane_values(tiny_sweep: Path) -> No
         assert float(row["app_cpu_pct"]) > 0 and float(row["locust_cpu_pct"]) > 0
         assert row["bottleneck"] in {"pool", "app_cpu", "database", "load_generator", "none"}
         assert float(row["p50_ms"]) <= float(row["p95_ms"]) <= float(row["p99_ms"])
+        # The exact per-second series covers the window's requests (and the warm-up's).
+        with (tiny_sweep / "runs" / row["run_id"] / "timeseries.csv").open() as handle:
+            series = list(csv.DictReader(handle))
+        assert sum(int(s["requests"]) for s in series) >= int(row["requests"])
+        assert all(float(s["p50_ms"]) <= float(s["p99_ms"]) for s in series)
 
 
 @pytest.mark.slow
