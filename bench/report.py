@@ -261,6 +261,12 @@ def _overflow_slice(workload: WorkloadAnalysis) -> pd.DataFrame:
     return table.sort_values("pool_size")
 
 
+def _overflow_label(table: pd.DataFrame) -> str:
+    """Caption prefix naming the max_overflow slice a chart shows, when there is one."""
+    overflows = table["max_overflow"].dropna().unique()
+    return f"max_overflow={overflows[0]:g}; " if len(overflows) == 1 else ""
+
+
 def _chart_latency(analysis: Analysis) -> Chart | None:
     table = _overflow_slice(analysis.headline)
     if not _swept(table, "pool_size"):
@@ -343,7 +349,10 @@ def _chart_pool_telemetry(analysis: Analysis) -> Chart | None:
         key="pool",
         title="Acquire wait and hold time vs pool_size",
         uri=_png(fig),
-        caption="App telemetry: waiting for a connection vs holding one (checkout to checkin).",
+        caption=(
+            f"{_overflow_label(table)}App telemetry: waiting for a connection vs holding one "
+            "(checkout to checkin)."
+        ),
     )
 
 
