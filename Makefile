@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= bench/specs/quick.toml
 SWEEP ?= $(shell ls -td results/*/ 2>/dev/null | head -1)
 
-.PHONY: install test lint bench report clean browser
+.PHONY: install test lint bench report perf clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: install
 
 report: install
 	$(VENV)/bin/poolbench report $(SWEEP)
+
+# Speed and memory of the analysis on a synthetic 1,000-run table.
+perf: install
+	$(PY) scripts/bench_analysis.py
 
 clean:
 	rm -rf $(VENV) results build *.egg-info .pytest_cache .mypy_cache .ruff_cache
