@@ -296,3 +296,31 @@ def test_password_never_stays_in_run_files(tmp_path: Path) -> None:
     (tmp_path / "app.log").write_text("connecting to postgresql://u:s3cret@db/x\n")
     _redact_files(tmp_path, "postgresql://u:s3cret@db/x")
     assert "s3cret" not in (tmp_path / "app.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["collection", "multi_query", "mix", "fanout"])
+def test_every_scenario_runs_clean_against_the_real_app(scenario: str, tmp_path: Path) -> None:
+    result = run_sweep(
+        QUICK,
+        "--out",
+        str(tmp_path),
+        "--set",
+        f"scenario={scenario}",
+        "--set",
+        "grid.pool_size=[4]",
+        "--set",
+        "workload.sim_latency_ms=2",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--repetitions",
+        "1",
+        "--users",
+        "4",
+        "--no-report",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = read_rows(only_dir(tmp_path))[1]
+    assert int(row["requests"]) > 0 and int(row["failures"]) == 0, row
