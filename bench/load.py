@@ -71,20 +71,7 @@ RUNS_COLUMNS = (
 REQUIRED_COLUMNS = ("run_id", "repetition", "pool_size", "max_overflow", "rps", "p95_ms")
 
 # A config is everything that defines a point except the repetition.
-CONFIG_COLUMNS = (
-    "scenario",
-    "pool_size",
-    "max_overflow",
-    "http_concurrency_limit",
-    "users",
-    "pg_max_size",
-    "pg_max_connections",
-    "queries_per_request",
-    "sim_latency_ms",
-    "think_time_s",
-    "spawn_rate",
-    "duration_s",
-)
+CONFIG_COLUMNS = tuple(c for c in POINT_COLUMNS if c not in ("run_id", "repetition"))
 # Axes that change the workload rather than the pool: optima are found per workload.
 WORKLOAD_COLUMNS = ("scenario", "users", "queries_per_request", "sim_latency_ms", "think_time_s")
 BOTTLENECKS = ("pool", "app_cpu", "database", "load_generator", "none")

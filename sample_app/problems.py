@@ -9,6 +9,7 @@ says nothing about the internals (the traceback goes to the log).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -109,30 +110,24 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(request, 404, str(exc), kind="not-found")
 
-    async def db_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
-        # Counted in telemetry; a log line per failure would add load just when it is saturated.
-        logger.debug("sqlalchemy pool checkout timed out: %s", exc)
-        return problem_response(
-            request,
-            503,
-            "no database connection became free in time; retry later",
-            kind="pool-timeout",
-            title="Database pool exhausted",
-            headers=RETRY_AFTER,
-            pool="sqlalchemy",
-        )
+    def pool_timeout(pool: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            # Counted in telemetry; a log line per failure would add load when it is saturated.
+            logger.debug("%s pool checkout timed out: %s", pool, exc)
+            return problem_response(
+                request,
+                503,
+                "no database connection became free in time; retry later",
+                kind="pool-timeout",
+                title="Database pool exhausted",
+                headers=RETRY_AFTER,
+                pool=pool,
+            )
 
-    async def pg_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
-        logger.debug("asyncpg pool acquire timed out: %s", exc)
-        return problem_response(
-            request,
-            503,
-            "no database connection became free in time; retry later",
-            kind="pool-timeout",
-            title="Database pool exhausted",
-            headers=RETRY_AFTER,
-            pool="asyncpg",
-        )
+        return handler
+
+    db_pool_timeout = pool_timeout("sqlalchemy")
+    pg_pool_timeout = pool_timeout("asyncpg")
 
     async def downstream_timeout(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(request, 504, str(exc), kind="downstream-timeout")
