@@ -367,7 +367,7 @@ def _analyse_workload(
     models: list[ModelComparison] = []
     explanation = ""
     concurrency = _opt_float(key.get("users"))
-    if row is not None and concurrency is not None:
+    if row is not None and concurrency is not None and uses_database(table):
         hold_time_ms = (
             _opt_float(row.get("hold_time_mean_ms"))
             or _opt_float(table["hold_time_mean_ms"].median())
@@ -402,6 +402,16 @@ def _analyse_workload(
         models=models,
         seed_explanation=explanation,
     )
+
+
+def uses_database(table: pd.DataFrame) -> bool:
+    """False when telemetry shows the workload never checked out a pooled DB connection.
+
+    Then the pool models do not apply (a fan-out handler holds no connection), and the request
+    time is no stand-in for a hold time. Without telemetry we cannot tell, so assume it does.
+    """
+    peaks = pd.to_numeric(table["peak_checked_out"], errors="coerce").dropna()
+    return peaks.empty or bool((peaks > 0).any())
 
 
 def _compare(
@@ -532,6 +542,11 @@ def collect_warnings(analysis: Analysis) -> list[str]:
             continue
         if analysis.slo.is_set and not optimum.slo_met:
             out.append(f"{prefix}no config meets the SLO ({analysis.slo.describe()})")
+        if not uses_database(workload.table):
+            out.append(
+                f"{prefix}no run checked out a database connection: the pool sizing models do "
+                "not apply to this workload (see the semaphore and latency charts instead)"
+            )
         if fleet is not None and not fleet.fits(optimum.row["connections"]):
             out.append(
                 f"{prefix}recommendation breaks the fleet budget: "
@@ -544,6 +559,8 @@ def collect_warnings(analysis: Analysis) -> list[str]:
                     f"{prefix}{len(broken)} of {len(workload.table)} configs exceed the fleet "
                     f"budget of {fleet.per_process} connections per process"
                 )
+        if not uses_database(workload.table):
+            continue  # neither the USL nor the semaphore-vs-pool check is about this workload
         if not workload.usl and workload.usl_note and analysis.sweep.source != "locust":
             out.append(f"{prefix}USL fit skipped: {workload.usl_note}")
         out.extend(prefix + w for w in semaphore_warnings(optimum.row))

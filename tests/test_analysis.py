@@ -354,3 +354,18 @@ def test_plain_locust_csv(tmp_path: Path) -> None:
     assert 'data-chart="timeseries"' in (tmp_path / "r.html").read_text()
     no_pool = runner.invoke(app, ["recommend", str(stats_csv)])
     assert no_pool.exit_code == 2 and "no pool config" in no_pool.stderr
+
+
+def test_models_are_skipped_for_a_workload_that_holds_no_connection(tmp_path: Path) -> None:
+    from bench.load import load_sweep
+    from bench.optimum import analyse
+
+    sweep_dir = make_sweep(tmp_path, history=False)
+    runs_csv = sweep_dir / "runs.csv"
+    frame = pd.read_csv(runs_csv)
+    frame["peak_checked_out"] = 0  # a fan-out handler: never checks out a DB connection
+    frame["hold_time_mean_ms"] = 0.0
+    frame.to_csv(runs_csv, index=False)
+    analysis = analyse(load_sweep(sweep_dir))
+    assert analysis.headline.models == []
+    assert any("no run checked out a database connection" in w for w in analysis.warnings)
