@@ -296,6 +296,13 @@ def _chart_heatmap(analysis: Analysis) -> Chart | None:
     grid = table.pivot_table(
         index="max_overflow", columns="pool_size", values="rps", aggfunc="mean"
     )
+    untrusted = (
+        table.assign(flag=table["bottleneck"].isin(UNTRUSTED_BOTTLENECKS))
+        .pivot_table(index="max_overflow", columns="pool_size", values="flag", aggfunc="max")
+        .reindex_like(grid)
+        .fillna(False)
+        .to_numpy(dtype=bool)
+    )
     fig, ax = _figure(6.4, 2.2 + 0.35 * len(grid.index))
     ax.grid(False)
     image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", origin="lower")
@@ -309,7 +316,7 @@ def _chart_heatmap(analysis: Analysis) -> Chart | None:
                 ax.text(
                     c,
                     r,
-                    f"{value:.0f}",
+                    f"{value:.0f}{'*' if untrusted[r, c] else ''}",
                     ha="center",
                     va="center",
                     fontsize=7,
@@ -318,7 +325,12 @@ def _chart_heatmap(analysis: Analysis) -> Chart | None:
     ax.set_xlabel("pool_size")
     ax.set_ylabel("max_overflow")
     fig.colorbar(image, ax=ax, label="requests/s")
-    return Chart(key="heatmap", title="Throughput: pool_size x max_overflow", uri=_png(fig))
+    return Chart(
+        key="heatmap",
+        title="Throughput: pool_size x max_overflow",
+        uri=_png(fig),
+        caption="Mean requests/s per config; * marks CPU- or load-generator-bound configs.",
+    )
 
 
 def _chart_pool_telemetry(analysis: Analysis) -> Chart | None:
