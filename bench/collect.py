@@ -288,43 +288,41 @@ def read_markers(path: Path) -> dict[str, float]:
     return markers
 
 
-def read_requests(run_dir: Path, start_epoch: float, end_epoch: float) -> np.ndarray:
-    """Return (response_ms, failed) rows of every request that completed inside the window."""
-    rows: list[tuple[float, float]] = []
-    for path in sorted(run_dir.glob("latency-*.txt")):
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                epoch, response_ms, failed = line.split()
-                if start_epoch <= float(epoch) < end_epoch:
-                    rows.append((float(response_ms), float(failed)))
-    return np.asarray(rows, dtype=float).reshape(-1, 2)
-
-
-TIMESERIES_FILE = "timeseries.csv"
-TIMESERIES_COLUMNS = ("epoch_s", "requests", "failures", "p50_ms", "p95_ms", "p99_ms")
-
-
-def write_timeseries(run_dir: Path) -> None:
-    """Bin every request (warm-up included) by completion second into timeseries.csv.
-
-    Locust's history holds rolling, bucketed figures that restart at the stats reset; these are
-    exact per-second counts and percentiles from the same raw samples as the window's figures.
-    """
+def read_samples(run_dir: Path) -> np.ndarray:
+    """Return (completion epoch, response_ms, failed) rows of every request, warm-up included."""
     rows: list[tuple[float, float, float]] = []
     for path in sorted(run_dir.glob("latency-*.txt")):
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError):
                 epoch, response_ms, failed = line.split()
                 rows.append((float(epoch), float(response_ms), float(failed)))
-    if not rows:
+    return np.asarray(rows, dtype=float).reshape(-1, 3)
+
+
+def window_requests(samples: np.ndarray, start_epoch: float, end_epoch: float) -> np.ndarray:
+    """Return (response_ms, failed) rows of the samples that completed inside the window."""
+    inside = (samples[:, 0] >= start_epoch) & (samples[:, 0] < end_epoch)
+    return samples[inside, 1:]
+
+
+TIMESERIES_FILE = "timeseries.csv"
+TIMESERIES_COLUMNS = ("epoch_s", "requests", "failures", "p50_ms", "p95_ms", "p99_ms")
+
+
+def write_timeseries(run_dir: Path, samples: np.ndarray) -> None:
+    """Bin every request (warm-up included) by completion second into timeseries.csv.
+
+    Locust's history holds rolling, bucketed figures that restart at the stats reset; these are
+    exact per-second counts and percentiles from the same raw samples as the window's figures.
+    """
+    if not len(samples):
         return
-    data = np.asarray(rows, dtype=float)
-    seconds = np.floor(data[:, 0])
+    seconds = np.floor(samples[:, 0])
     with (run_dir / TIMESERIES_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(TIMESERIES_COLUMNS)
         for second in np.unique(seconds):
-            chunk = data[seconds == second]
+            chunk = samples[seconds == second]
             p50, p95, p99 = np.percentile(chunk[:, 1], [50, 95, 99])
             writer.writerow(
                 [int(second), len(chunk), int(chunk[:, 2].sum())]

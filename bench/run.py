@@ -402,8 +402,9 @@ class Runner:
         window_s = markers["end"] - markers["start"]
         summary_path = run_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        requests = collect.read_requests(run_dir, markers["start"], markers["end"])
-        collect.write_timeseries(run_dir)
+        samples = collect.read_samples(run_dir)
+        requests = collect.window_requests(samples, markers["start"], markers["end"])
+        collect.write_timeseries(run_dir, samples)
         for path in run_dir.glob("latency-*.txt"):
             path.unlink()  # summarised above; the raw samples would dwarf everything else
         figures = collect.client_figures(summary, requests, window_s)
