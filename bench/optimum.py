@@ -6,7 +6,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,13 +25,10 @@ from bench.models import (
     seed_formula_explanation,
     size_all,
 )
+from bench.spec import Fleet as SpecFleet
 
-DEFAULT_FLEET = {
-    "instances": 1,
-    "workers_per_instance": 1,
-    "max_connections": 100,
-    "reserved_connections": 3,
-}
+# The spec's own [fleet] defaults, so a manifest without some keys reads as the runner would.
+DEFAULT_FLEET = asdict(SpecFleet())
 # Scenarios whose handlers may hold a DB session while awaiting downstream calls.
 _CONTENDING_SCENARIO_RE = re.compile(r"fan.?out|mixed|downstream", re.IGNORECASE)
 
