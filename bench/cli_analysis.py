@@ -214,22 +214,11 @@ def _config_table(analysis: Analysis) -> Table:
     ):
         table.add_column(header, justify="left" if header == "bottleneck" else "right")
     rows = analysis.table.sort_values(["connections", "max_overflow"], kind="stable")
-    rec = analysis.recommended
     for i, row in enumerate(rows.to_dict("records")):
         if i >= MAX_TABLE_ROWS:
             table.add_row(f"... {len(rows) - MAX_TABLE_ROWS} more in the HTML report")
             break
-        is_rec = rec is not None and all(
-            row.get(k) == rec.get(k) or (_fmt(row.get(k)) == _fmt(rec.get(k)))
-            for k in (
-                "scenario",
-                "pool_size",
-                "max_overflow",
-                "http_concurrency_limit",
-                "users",
-                "queries_per_request",
-            )
-        )
+        is_rec = analysis.is_recommended(row)
         table.add_row(
             _fmt(row["pool_size"], 0),
             _fmt(row["max_overflow"], 0),

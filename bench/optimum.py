@@ -27,6 +27,15 @@ from bench.models import (
 )
 from bench.spec import Fleet as SpecFleet
 
+# The columns that identify a config in the tables (the recommended row is marked by them).
+RECOMMENDED_KEY = (
+    "scenario",
+    "pool_size",
+    "max_overflow",
+    "http_concurrency_limit",
+    "users",
+    "queries_per_request",
+)
 # The spec's own [fleet] defaults, so a manifest without some keys reads as the runner would.
 DEFAULT_FLEET = asdict(SpecFleet())
 # Scenarios whose handlers may hold a DB session while awaiting downstream calls.
@@ -188,6 +197,13 @@ class Analysis:
         """The recommended config's aggregated row."""
         return self.headline.optimum.row
 
+    def is_recommended(self, row: Mapping[Any, Any]) -> bool:
+        """True for the aggregated row of the recommended config (blank columns match blank)."""
+        rec = self.recommended
+        return rec is not None and all(
+            _same(row.get(column), rec.get(column)) for column in RECOMMENDED_KEY
+        )
+
     def metrics(self) -> dict[str, float]:
         """Threshold metrics of the recommended config."""
         row = self.recommended or {}
@@ -204,6 +220,10 @@ class Analysis:
             return f"no SLO set ({figures})"
         status = "PASS" if self.headline.optimum.slo_met else "FAIL"
         return f"{status}: {figures} against {self.slo.describe()}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b) or (pd.isna(a) and pd.isna(b))
 
 
 def _opt_float(value: Any) -> float | None:

@@ -766,38 +766,13 @@ def _row_flags(analysis: Analysis, row: Mapping[str, Any]) -> dict[str, Any]:
 def _context(analysis: Analysis, charts: list[Chart]) -> dict[str, Any]:
     sweep = analysis.sweep
     recommended = analysis.recommended
-    configs = []
-    rec_key = (
-        None
-        if recommended is None
-        else tuple(
-            recommended.get(c)
-            for c in (
-                "scenario",
-                "pool_size",
-                "max_overflow",
-                "http_concurrency_limit",
-                "users",
-                "queries_per_request",
-            )
-        )
-    )
     records: list[dict[str, Any]] = [
         {str(k): v for k, v in r.items()} for r in analysis.table.to_dict("records")
     ]
-    for row in records:
-        key = tuple(
-            row.get(c)
-            for c in (
-                "scenario",
-                "pool_size",
-                "max_overflow",
-                "http_concurrency_limit",
-                "users",
-                "queries_per_request",
-            )
-        )
-        configs.append({**row, **_row_flags(analysis, row), "recommended": key == rec_key})
+    configs = [
+        {**row, **_row_flags(analysis, row), "recommended": analysis.is_recommended(row)}
+        for row in records
+    ]
     return {
         "title": f"poolbench report: {sweep.name}",
         "sweep": sweep,
