@@ -1,26 +1,36 @@
-"""One clear error line and a non-zero exit, never a traceback."""
+"""One exception tree: every error poolbench raises on purpose derives from PoolbenchError.
+
+Only the CLI turns these into exit codes and one-line messages.
+"""
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-import typer
-from rich.console import Console
-
-EXIT_USAGE = 2
-_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+import signal
 
 
-class UsageError(Exception):
+class PoolbenchError(Exception):
+    """Base of every error poolbench raises on purpose."""
+
+
+class UsageError(PoolbenchError):
     """Bad input from the user: a spec, an option or a results directory."""
 
 
-def print_error(message: str) -> None:
-    """Print `error: <message>` on stderr as one line."""
-    _stderr.print(f"error: {' '.join(message.split())}", markup=False)
+class RunError(PoolbenchError):
+    """A point could not be measured (a process did not start, or exited early)."""
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print `error: <message>` on stderr and exit with `code` (inside a typer command)."""
-    print_error(message)
-    raise typer.Exit(code)
+class PostgresUnavailable(PoolbenchError):
+    """No server binaries and no DSN: nothing to benchmark against."""
+
+
+class PostgresStartError(PoolbenchError):
+    """The throwaway cluster did not come up."""
+
+
+class Interrupted(PoolbenchError):
+    """SIGINT or SIGTERM arrived: unwind, stop every child, keep what is finished."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from bench.errors import UsageError
+from sample_app.config import settings_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS_DIR = ROOT / "scenarios"
@@ -86,20 +88,94 @@ class Timing:
 
 @dataclass(frozen=True, kw_only=True)
 class Slo:
-    """The service level a recommended configuration must meet."""
+    """The service level a recommended configuration must meet (None: that part is not set)."""
 
-    p95_ms: float = DEFAULT_SLO_P95_MS
-    max_error_rate: float = DEFAULT_SLO_MAX_ERROR_RATE
+    p95_ms: float | None = DEFAULT_SLO_P95_MS
+    max_error_rate: float | None = DEFAULT_SLO_MAX_ERROR_RATE
+
+    @classmethod
+    def unset(cls) -> Slo:
+        """No objective at all (plain Locust output has no spec)."""
+        return cls(p95_ms=None, max_error_rate=None)
+
+    @property
+    def is_set(self) -> bool:
+        """True when there is anything to check."""
+        return self.p95_ms is not None or self.max_error_rate is not None
+
+    def passes(self, p95_ms: float, error_rate: float | None) -> bool:
+        """True when both figures are within the objective (a missing p95 fails)."""
+        if self.p95_ms is not None and not (p95_ms <= self.p95_ms):
+            return False
+        err = 0.0 if error_rate is None or math.isnan(error_rate) else error_rate
+        return self.max_error_rate is None or err <= self.max_error_rate
+
+    def describe(self) -> str:
+        """Human summary, e.g. `p95 <= 250 ms, errors <= 1.00%`."""
+        parts = []
+        if self.p95_ms is not None:
+            parts.append(f"p95 <= {self.p95_ms:g} ms")
+        if self.max_error_rate is not None:
+            parts.append(f"errors <= {self.max_error_rate:.2%}")
+        return ", ".join(parts) or "no SLO set"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Fleet:
-    """The production fleet sharing one database's connection budget."""
+    """The production fleet sharing one database's connection budget.
+
+    Every worker process of every instance opens its own pool, so the budget is
+    `instances x workers x (pool_size + max_overflow) <= max_connections - reserved`.
+    """
 
     instances: int = DEFAULT_INSTANCES
     workers_per_instance: int = DEFAULT_WORKERS_PER_INSTANCE
     max_connections: int = DEFAULT_FLEET_MAX_CONNECTIONS
     reserved_connections: int = DEFAULT_RESERVED_CONNECTIONS
+
+    def with_overrides(self, **overrides: int | None) -> Fleet:
+        """Return the fleet with the given (non-None) fields replaced and checked."""
+        fleet = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        if fleet.instances < 1 or fleet.workers_per_instance < 1:
+            raise UsageError("fleet: instances and workers per instance must be >= 1")
+        if fleet.budget < 1:
+            raise UsageError(
+                f"fleet: max_connections {fleet.max_connections} minus reserved "
+                f"{fleet.reserved_connections} leaves no connections"
+            )
+        return fleet
+
+    @property
+    def processes(self) -> int:
+        """Processes that each hold a pool."""
+        return self.instances * self.workers_per_instance
+
+    @property
+    def budget(self) -> int:
+        """Connections the application may open in total."""
+        return self.max_connections - self.reserved_connections
+
+    @property
+    def per_process(self) -> int:
+        """Largest pool_size + max_overflow one process may have."""
+        return self.budget // self.processes
+
+    def total(self, connections: float) -> float:
+        """Connections the whole fleet opens at `connections` per process."""
+        return self.processes * connections
+
+    def fits(self, connections: float) -> bool:
+        """instances x workers x (pool_size + max_overflow) <= max_connections - reserved."""
+        return self.total(connections) <= self.budget
+
+    def describe(self, connections: float) -> str:
+        """The budget arithmetic for one config."""
+        verb = "<=" if self.fits(connections) else ">"
+        return (
+            f"{self.instances} instances x {self.workers_per_instance} workers x "
+            f"{connections:g} connections = {self.total(connections):g} {verb} "
+            f"{self.max_connections} - {self.reserved_connections} reserved = {self.budget}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,15 +211,14 @@ class Point:
     duration_s: float
 
     def app_env(self) -> dict[str, str]:
-        """Return the sample app's settings for this point as env vars (DESIGN.md names)."""
-        return {
-            "DB_POOL_SIZE": str(self.pool_size),
-            "DB_MAX_OVERFLOW": str(self.max_overflow),
-            "HTTP_CONCURRENCY_LIMIT": str(self.http_concurrency_limit),
-            "PG_POOL_MIN_SIZE": "1",
-            "PG_POOL_MAX_SIZE": str(self.pg_max_size),
-            "SIM_QUERY_LATENCY_MS": _fmt(self.sim_latency_ms),
-        }
+        """Return the sample app's settings for this point as env vars."""
+        return settings_env(
+            db_pool_size=self.pool_size,
+            db_max_overflow=self.max_overflow,
+            http_concurrency_limit=self.http_concurrency_limit,
+            pg_pool_max_size=self.pg_max_size,
+            sim_query_latency_ms=float(self.sim_latency_ms),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Return the point as plain JSON-able values."""
@@ -437,7 +512,7 @@ _TOP_LEVEL = {
 }
 
 
-def _build(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
+def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> SweepSpec:
     _reject_unknown(raw, _TOP_LEVEL)
     name = _str(raw.get("name", default_name), "name")
     if not _NAME.match(name):
@@ -445,7 +520,8 @@ def _build(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
     if "scenario" not in raw:
         raise _Invalid("scenario", "missing (the name of a file in scenarios/, e.g. single_query)")
     scenario = _str(raw["scenario"], "scenario")
-    if not _NAME.match(scenario) or not (SCENARIOS_DIR / f"{scenario}.py").is_file():
+    exists = (SCENARIOS_DIR / f"{scenario}.py").is_file() or not check_files
+    if not _NAME.match(scenario) or not exists:
         known = sorted(
             p.stem for p in SCENARIOS_DIR.glob("*.py") if p.stem not in {"common", "shapes"}
         )
@@ -522,11 +598,19 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
 
 
 def spec_from_dict(
-    raw: Mapping[str, Any], *, source: str, overrides: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any],
+    *,
+    source: str,
+    overrides: Mapping[str, Any] | None = None,
+    check_files: bool = True,
 ) -> SweepSpec:
-    """Validate a raw spec (from TOML or a manifest); errors name `source` and the field."""
+    """Validate a raw spec (from TOML or a manifest); errors name `source` and the field.
+
+    `check_files=False` reads a stored spec leniently: its scenario file need not exist here.
+    """
     try:
-        return _build(apply_overrides(raw, overrides or {}), Path(source).stem)
+        merged = apply_overrides(raw, overrides or {})
+        return _build(merged, Path(source).stem, check_files=check_files)
     except _Invalid as exc:
         raise UsageError(f"spec {source}: {exc}") from None
 
@@ -544,11 +628,9 @@ def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> SweepSp
     return spec_from_dict(raw, source=str(path), overrides=overrides)
 
 
-def with_repetitions(spec: SweepSpec, repetitions: int) -> SweepSpec:
-    """Return the spec with another repetition count."""
-    return replace(spec, timing=replace(spec.timing, repetitions=repetitions))
-
-
-def iter_axes(spec: SweepSpec) -> Iterator[tuple[str, tuple[Any, ...]]]:
-    """Yield (axis, values) for every axis, swept or not."""
-    yield from _axes(spec).items()
+def spec_from_manifest(manifest: Mapping[str, Any], source: str) -> SweepSpec:
+    """Load the spec a sweep stored in its manifest back into a SweepSpec (leniently)."""
+    raw = manifest.get("spec")
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: no spec in the manifest")
+    return spec_from_dict(raw, source=source, check_files=False)

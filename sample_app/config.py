@@ -68,3 +68,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Return the process-wide settings (read once)."""
     return Settings()
+
+
+def settings_env(**values: object) -> dict[str, str]:
+    """Return env vars that set these Settings fields (`pool_size=5` style names are rejected).
+
+    The one place that knows a field's env var name, for the sweep runner and restart commands.
+    """
+    env: dict[str, str] = {}
+    for name, value in values.items():
+        if name not in Settings.model_fields:
+            raise KeyError(f"no setting {name!r}")
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        env[name.upper()] = text.lower() if isinstance(value, bool) else text
+    return env

@@ -15,9 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import aggregate, load_sweep  # noqa: E402
-from bench.optimum import Fleet, analyse  # noqa: E402
-from bench.report import render_analysis  # noqa: E402
+from bench import aggregate, analyse, load_sweep, render_analysis  # noqa: E402
 from tests.synthetic_sweep import make_sweep  # noqa: E402
 
 
@@ -43,9 +41,7 @@ def main() -> None:
         sweep = timed("load (runs.csv + manifest)", load_sweep, sweep_dir)
         print(f"{'runs':<28} {len(sweep.runs):7d}")
         timed("aggregate repetitions", aggregate, sweep.runs)
-        analysis = timed(
-            "analyse (models + optimum)", analyse, sweep, fleet=Fleet.resolve(sweep.spec)
-        )
+        analysis = timed("analyse (models + optimum)", analyse, sweep)
         out = Path(tmp) / "report.html"
         timed("render HTML report", render_analysis, analysis, out)
         print(f"{'report size':<28} {out.stat().st_size / 1e6:7.2f} MB")

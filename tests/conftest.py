@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.pg import Database, database
+from bench.sweep.pg import Database, database
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.load import RUNS_COLUMNS
-from bench.models import usl_throughput
+from bench.analysis.models import usl_throughput
+from bench.results import RUNS_CSV_COLUMNS
 
 SECRET = "s3cretpw"
 HISTORY_HEADER = [
@@ -164,7 +164,7 @@ def make_sweep(
                             if history:
                                 _write_run_dir(sweep / "runs" / row["run_id"], row)
     with (sweep / "runs.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(RUNS_COLUMNS))
+        writer = csv.DictWriter(fh, fieldnames=list(RUNS_CSV_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
     return sweep

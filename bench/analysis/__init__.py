@@ -1,0 +1,1 @@
+"""Pure pandas over the results files: load, aggregate, models, optimum, verdicts, summaries."""

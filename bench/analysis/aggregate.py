@@ -1,0 +1,100 @@
+"""Collapse repetitions into one row per config, with means, 95% CIs and the modal bottleneck."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.load import connections
+from bench.results import POINT_COLUMNS, UNTRUSTED_BOTTLENECKS
+
+# A config is everything that defines a point except the repetition.
+CONFIG_COLUMNS = tuple(c for c in POINT_COLUMNS if c not in ("run_id", "repetition"))
+# Axes that change the workload rather than the pool: optima are found per workload.
+WORKLOAD_COLUMNS = ("scenario", "users", "queries_per_request", "sim_latency_ms", "think_time_s")
+# Pool axes other than pool_size and max_overflow: fixed at the optimum's values for curves.
+OTHER_POOL_AXES = ("http_concurrency_limit", "pg_max_size")
+CONFIDENCE = 0.95
+MEAN_COLUMNS = (
+    "rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "error_rate", "acquire_wait_p95_ms",
+    "acquire_wait_p99_ms", "hold_time_mean_ms", "hold_time_p95_ms", "app_cpu_pct",
+    "locust_cpu_pct", "pg_cpu_pct",
+)  # fmt: skip
+MAX_COLUMNS = ("peak_checked_out", "pg_peak_connections")
+SUM_COLUMNS = ("pool_timeouts", "requests", "failures")
+
+
+def untrusted(frame: pd.DataFrame) -> pd.Series:
+    """True for runs (or configs) that a CPU or the load generator limited."""
+    return frame["bottleneck"].isin(UNTRUSTED_BOTTLENECKS)
+
+
+def eligible(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows fit for pool conclusions: trusted and with a measured throughput."""
+    return frame[~untrusted(frame) & frame["rps"].notna()]
+
+
+def at_optimum(frame: pd.DataFrame, optimum: dict | None) -> pd.DataFrame:
+    """Rows with the non-pool-size axes fixed at the optimum's values (a throughput curve)."""
+    if optimum is not None:
+        for column in OTHER_POOL_AXES:
+            value = optimum.get(column)
+            if value is not None and not pd.isna(value):
+                frame = frame[frame[column] == value]
+    return frame
+
+
+def _mode(values: pd.Series) -> str:
+    counts = values.value_counts()
+    return str(counts.index[0]) if not counts.empty else "none"
+
+
+def t_quantiles(counts: pd.Series, confidence: float = CONFIDENCE) -> pd.Series:
+    """The two-sided t quantile for each sample size (NaN below 2), computed once per size."""
+    from scipy import stats  # imported on use: scipy.stats alone costs ~0.5 s of CLI start-up
+
+    quantiles = {
+        n: float(stats.t.ppf((1 + confidence) / 2, n - 1)) if n >= 2 else math.nan
+        for n in counts.unique()
+    }
+    return counts.map(quantiles)
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """Collapse repetitions: one row per config with means, 95% CIs and the modal bottleneck."""
+    keys = list(CONFIG_COLUMNS)
+    # An untrusted repetition (CPU- or load-generator-bound) would drag its config's mean; drop it
+    # when the config has trusted repetitions, keep it (and its label) when it has none.
+    bad = untrusted(runs)
+    config_id = runs.groupby(keys, dropna=False, sort=False).ngroup()
+    has_trusted = (~bad).groupby(config_id).transform("any")
+    kept = runs[~bad | ~has_trusted]
+    excluded = bad & has_trusted
+    grouped = kept.groupby(keys, dropna=False, sort=True)
+    spread = grouped[["rps", "p95_ms"]].std(ddof=1)
+    out = pd.concat(
+        [
+            grouped[list(MEAN_COLUMNS)].mean(),
+            grouped[list(MAX_COLUMNS)].max(),
+            grouped[list(SUM_COLUMNS)].sum(min_count=1),
+            spread.add_suffix("_std"),
+            grouped.size().rename("reps"),
+            grouped["bottleneck"].agg(_mode),
+            grouped["locust_cpu_warning"].any(),
+        ],
+        axis=1,
+    ).reset_index()
+    excluded_by_config = (
+        runs.assign(_excluded=excluded.to_numpy())
+        .groupby(keys, dropna=False, sort=True)["_excluded"]
+        .sum()
+        .to_numpy()
+    )
+    out["excluded_reps"] = excluded_by_config.astype(int)
+    factor = t_quantiles(out["reps"]) / np.sqrt(out["reps"])
+    out["rps_ci"] = out["rps_std"] * factor
+    out["p95_ms_ci"] = out["p95_ms_std"] * factor
+    out["connections"] = connections(out)
+    return out

@@ -1,0 +1,211 @@
+"""Load a sweep directory (or plain Locust CSV output) into a typed Sweep with a tidy runs table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import UsageError
+from bench.results import (
+    BOOL_COLUMNS,
+    BOTTLENECKS,
+    LOCUST_HISTORY_FILE,
+    LOCUST_STATS_SUFFIX,
+    MANIFEST_FILE,
+    RUNS_CSV_COLUMNS,
+    RUNS_CSV_FILE,
+    RUNS_DIR,
+    STRING_COLUMNS,
+    read_manifest,
+)
+from bench.secrets import scrub_tree
+from bench.spec import Fleet, Slo, SweepSpec, spec_from_manifest
+
+# Without these no analysis is possible; the rest may be missing (e.g. an external target with
+# no app telemetry) and the affected figures are shown as blanks.
+REQUIRED_COLUMNS = ("run_id", "repetition", "pool_size", "max_overflow", "rps", "p95_ms")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sweep:
+    """One loaded sweep: its runs, manifest (secrets scrubbed) and the spec it ran."""
+
+    root: Path
+    name: str
+    runs: pd.DataFrame
+    manifest: dict[str, Any] = field(default_factory=dict)
+    # None for plain Locust output, or when the manifest's spec cannot be read.
+    spec: SweepSpec | None = None
+    # "sweep" for a poolbench results directory, "locust" for plain Locust CSV output.
+    source: str = "sweep"
+    history_paths: dict[str, Path] = field(default_factory=dict)
+    # What could not be read, for the warnings.
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def slo(self) -> Slo:
+        """The spec's SLO; none for plain Locust output."""
+        return self.spec.slo if self.spec is not None else Slo.unset()
+
+    def fleet(self, **overrides: int | None) -> Fleet | None:
+        """The spec's fleet with overrides on top; None when neither says anything."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if self.spec is not None:
+            return self.spec.fleet.with_overrides(**given)
+        return Fleet().with_overrides(**given) if given else None
+
+
+def connections(frame: pd.DataFrame) -> pd.Series:
+    """Connections one process may open: pool_size + max_overflow."""
+    return frame["pool_size"] + frame["max_overflow"].fillna(0)
+
+
+def load_sweep(path: Path) -> Sweep:
+    """Load a sweep directory, a Locust `*_stats.csv` file, or a Locust CSV prefix."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / RUNS_CSV_FILE).is_file():
+            return _load_results_dir(path)
+        stats_files = sorted(path.glob(f"*{LOCUST_STATS_SUFFIX}"))
+        if len(stats_files) == 1:
+            return _load_locust(stats_files[0])
+        raise UsageError(f"{path}: no {RUNS_CSV_FILE} (not a sweep directory)")
+    if path.is_file() and path.name.endswith(LOCUST_STATS_SUFFIX):
+        return _load_locust(path)
+    prefixed = path.with_name(path.name + LOCUST_STATS_SUFFIX)
+    if prefixed.is_file():
+        return _load_locust(prefixed)
+    if path.exists():
+        raise UsageError(f"{path}: not a sweep directory or a Locust *_stats.csv file")
+    raise UsageError(f"{path}: no such sweep directory or Locust CSV prefix")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path}: empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: cannot parse CSV ({first})") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    return frame
+
+
+def _load_results_dir(root: Path) -> Sweep:
+    runs_csv = root / RUNS_CSV_FILE
+    frame = _read_csv(runs_csv)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UsageError(f"{runs_csv}: missing required columns: {', '.join(missing)}")
+    if frame.empty:
+        raise UsageError(f"{runs_csv}: no runs")
+    runs = _normalise(frame, runs_csv)
+    # Secrets never leave here: everything downstream sees the scrubbed copy.
+    manifest: dict[str, Any] = scrub_tree(read_manifest(root) or {})
+    spec: SweepSpec | None = None
+    problems: list[str] = []
+    if manifest:
+        try:
+            spec = spec_from_manifest(manifest, str(root / MANIFEST_FILE))
+        except UsageError as exc:
+            problems.append(f"the manifest's spec is unreadable, SLO and fleet unknown: {exc}")
+    history = {
+        run_id: p
+        for run_id in runs["run_id"]
+        if (p := root / RUNS_DIR / str(run_id) / LOCUST_HISTORY_FILE).is_file()
+    }
+    return Sweep(
+        root=root,
+        name=root.name,
+        runs=runs,
+        manifest=manifest,
+        spec=spec,
+        history_paths=history,
+        problems=problems,
+    )
+
+
+def _normalise(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """Give every known column its type, adding blanks for optional ones that are missing."""
+    out = frame.copy()
+    for column in RUNS_CSV_COLUMNS:
+        if column not in out.columns:
+            out[column] = np.nan if column not in STRING_COLUMNS else ""
+    for column in RUNS_CSV_COLUMNS:
+        if column in STRING_COLUMNS:
+            out[column] = out[column].fillna("").astype(str)
+        elif column in BOOL_COLUMNS:
+            out[column] = out[column].map(_truthy).astype(bool)
+        else:
+            converted = pd.to_numeric(out[column], errors="coerce")
+            bad = converted.isna() & out[column].notna()
+            if column in REQUIRED_COLUMNS and bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
+                raise UsageError(f"{source}: line {row}: {column} is not a number")
+            out[column] = converted.astype(float)
+    if out["error_rate"].isna().all() and out["requests"].notna().any():
+        out["error_rate"] = out["failures"] / out["requests"].where(out["requests"] > 0)
+    out.loc[~out["bottleneck"].isin(BOTTLENECKS), "bottleneck"] = "none"
+    out["connections"] = connections(out)
+    return out
+
+
+def _truthy(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes"}
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)
+
+
+def _load_locust(stats_csv: Path) -> Sweep:
+    """Read one Locust run: its Aggregated row becomes a run with an unknown config."""
+    frame = _read_csv(stats_csv)
+    needed = ("Name", "Request Count", "Failure Count", "Requests/s", "95%")
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise UsageError(f"{stats_csv}: not Locust stats output (missing {', '.join(missing)})")
+    aggregated = frame[frame["Name"] == "Aggregated"]
+    if aggregated.empty:
+        raise UsageError(f"{stats_csv}: no Aggregated row")
+    row = aggregated.iloc[-1]
+    prefix = stats_csv.name[: -len(LOCUST_STATS_SUFFIX)]
+    requests = float(row["Request Count"])
+    failures = float(row["Failure Count"])
+    record: dict[str, Any] = {
+        "run_id": prefix or "locust",
+        "repetition": 1,
+        "pool_size": np.nan,
+        "max_overflow": np.nan,
+        "requests": requests,
+        "failures": failures,
+        "error_rate": failures / requests if requests else np.nan,
+        "rps": float(row["Requests/s"]),
+        "p50_ms": _get(row, "50%"),
+        "p95_ms": _get(row, "95%"),
+        "p99_ms": _get(row, "99%"),
+        "mean_ms": _get(row, "Average Response Time"),
+        "max_ms": _get(row, "Max Response Time"),
+        "bottleneck": "none",
+    }
+    runs = _normalise(pd.DataFrame([record]), stats_csv)
+    history = stats_csv.with_name(f"{prefix}_stats_history.csv")
+    return Sweep(
+        root=stats_csv.parent,
+        name=prefix or stats_csv.stem,
+        runs=runs,
+        source="locust",
+        history_paths={record["run_id"]: history} if history.is_file() else {},
+    )
+
+
+def _get(row: pd.Series, column: str) -> float:
+    value = pd.to_numeric(row.get(column, np.nan), errors="coerce")
+    return float(value) if pd.notna(value) else math.nan

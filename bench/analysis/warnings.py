@@ -1,0 +1,106 @@
+"""Everything a reader must know before trusting a recommendation, as plain sentences."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from bench.analysis.analyse import uses_database
+from bench.fmt import opt_float
+
+if TYPE_CHECKING:
+    from bench.analysis.analyse import Analysis
+
+# Scenarios whose handlers may hold a DB session while awaiting downstream calls.
+_CONTENDING_SCENARIO_RE = re.compile(r"fan.?out|mixed|downstream", re.IGNORECASE)
+
+
+def _ids(frame: pd.DataFrame, limit: int = 4) -> str:
+    ids = [str(v) for v in frame["run_id"].head(limit)]
+    more = len(frame) - len(ids)
+    return ", ".join(ids) + (f" and {more} more" if more > 0 else "")
+
+
+def collect_warnings(analysis: Analysis) -> list[str]:
+    """Everything a reader must know before trusting the recommendation."""
+    runs = analysis.sweep.runs
+    out: list[str] = list(analysis.sweep.problems)
+    if analysis.sweep.source == "locust":
+        out.append(
+            "plain Locust output: the pool config is unknown, so only latency, errors and "
+            "thresholds are checked; run a sweep for sizing conclusions"
+        )
+    for label, what in (
+        ("load_generator", "load-generator-bound (Locust CPU saturated)"),
+        ("app_cpu", "app-CPU-bound"),
+    ):
+        hit = runs[runs["bottleneck"] == label]
+        if not hit.empty:
+            out.append(f"{len(hit)} run(s) {what}, excluded from pool conclusions: {_ids(hit)}")
+    warned = runs[runs["locust_cpu_warning"] & (runs["bottleneck"] != "load_generator")]
+    if not warned.empty:
+        out.append(f"Locust reported high CPU in {len(warned)} run(s): {_ids(warned)}")
+    errors = runs[runs["error_rate"].fillna(0) > 0]
+    if not errors.empty:
+        out.append(
+            f"{len(errors)} run(s) had errors (worst {errors['error_rate'].max():.2%}): "
+            f"{_ids(errors.sort_values('error_rate', ascending=False))}"
+        )
+    timeouts = runs[runs["pool_timeouts"].fillna(0) > 0]
+    if not timeouts.empty:
+        out.append(
+            f"{len(timeouts)} run(s) hit pool timeouts ({int(timeouts['pool_timeouts'].sum())} "
+            f"in total): {_ids(timeouts)}"
+        )
+    fleet = analysis.fleet
+    for workload in analysis.workloads:
+        optimum = workload.optimum
+        prefix = f"[{workload.label}] " if len(analysis.workloads) > 1 else ""
+        if optimum.row is None:
+            out.append(f"{prefix}no usable runs")
+            continue
+        if analysis.slo.is_set and not optimum.slo_met:
+            out.append(f"{prefix}no config meets the SLO ({analysis.slo.describe()})")
+        if not uses_database(workload.table):
+            out.append(
+                f"{prefix}no run checked out a database connection: the pool sizing models do "
+                "not apply to this workload (see the semaphore and latency charts instead)"
+            )
+        if fleet is not None and not fleet.fits(optimum.row["connections"]):
+            out.append(
+                f"{prefix}recommendation breaks the fleet budget: "
+                f"{fleet.describe(optimum.row['connections'])}"
+            )
+        if fleet is not None:
+            broken = workload.table[[not fleet.fits(c) for c in workload.table["connections"]]]
+            if not broken.empty and len(broken) < len(workload.table):
+                out.append(
+                    f"{prefix}{len(broken)} of {len(workload.table)} configs exceed the fleet "
+                    f"budget of {fleet.per_process} connections per process"
+                )
+        if not uses_database(workload.table):
+            continue  # neither the USL nor the semaphore-vs-pool check is about this workload
+        if not workload.usl and workload.usl_note and analysis.sweep.source != "locust":
+            out.append(f"{prefix}USL fit skipped: {workload.usl_note}")
+        out.extend(prefix + w for w in semaphore_warnings(optimum.row))
+    return out
+
+
+def semaphore_warnings(row: Mapping[str, Any]) -> list[str]:
+    """Flag a semaphore limit above pool capacity where fan-out and DB paths contend."""
+    limit = opt_float(row.get("http_concurrency_limit"))
+    connections = opt_float(row.get("connections"))
+    if limit is None or connections is None or limit <= connections:
+        return []
+    scenario = str(row.get("scenario") or "")
+    if _CONTENDING_SCENARIO_RE.search(scenario):
+        return [
+            f"http_concurrency_limit {limit:g} > pool capacity {connections:g}: a handler that "
+            f"holds a DB session while awaiting downstream calls queues on the pool, not the "
+            f"semaphore; release the session before fanning out or keep the limit <= "
+            f"{connections:g}"
+        ]
+    return []

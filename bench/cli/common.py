@@ -1,0 +1,78 @@
+"""What every command shares: consoles, one-line errors with exit codes, and common options."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from bench.errors import UsageError
+
+EXIT_USAGE = 2
+EXIT_THRESHOLD = 1
+# Wide enough for the tables when piped (rich assumes 80 columns without a terminal).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def print_error(message: str) -> None:
+    """Print `error: <message>` on stderr as one line."""
+    stderr.print(f"error: {' '.join(message.split())}", markup=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print `error: <message>` on stderr and exit with `code` (inside a typer command)."""
+    print_error(message)
+    raise typer.Exit(code)
+
+
+def usage_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn UsageError into one `error:` line and exit 2, also under typer's CliRunner."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """Write a --json document; an unwritable path is a usage error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write JSON ({exc.strerror or exc})") from None
+
+
+InstancesOpt = Annotated[
+    int | None, typer.Option("--instances", help="App instances (overrides [fleet]).", min=1)
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers-per-instance", help="Worker processes per instance.", min=1),
+]
+MaxConnectionsOpt = Annotated[
+    int | None, typer.Option("--max-connections", help="Postgres max_connections.", min=1)
+]
+ReservedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--reserved", help="Connections reserved for admins, migrations, replicas.", min=0
+    ),
+]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Also write a machine-readable summary here.")
+]

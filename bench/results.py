@@ -1,0 +1,152 @@
+"""The results contract: file names, runs.csv columns, bottleneck names, manifest and run.json.
+
+The sweep writes these files and the analysis reads them; both import the names from here.
+Standard library only, so a Locust process can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageError
+
+# Bumped when a file below changes incompatibly; written to manifest.json and every run.json.
+FORMAT_VERSION = 1
+
+# --- file names -------------------------------------------------------------------------------
+MANIFEST_FILE = "manifest.json"
+RUNS_CSV_FILE = "runs.csv"
+RUNS_DIR = "runs"
+LOGS_DIR = "logs"
+RUN_FILE = "run.json"
+TELEMETRY_FILE = "telemetry.json"
+TIMESERIES_FILE = "timeseries.csv"
+# Exact per-second figures of every request, warm-up included.
+TIMESERIES_COLUMNS = ("epoch_s", "requests", "failures", "p50_ms", "p95_ms", "p99_ms")
+APP_LOG = "app.log"
+LOCUST_LOG = "locust.log"
+SEED_LOG = "seed.log"
+DOWNSTREAM_LOG = "downstream.log"
+WORKER_SCRIPT = "worker_command.sh"
+LOCUST_CSV_PREFIX = "locust"  # -> locust_stats.csv, locust_stats_history.csv, ...
+LOCUST_STATS_SUFFIX = "_stats.csv"
+LOCUST_HISTORY_FILE = f"{LOCUST_CSV_PREFIX}_stats_history.csv"
+# Written by every Locust process (scenarios/common.py): the window markers, the master's
+# totals, and each process's raw requests.
+WINDOW_FILE = "window.jsonl"
+SUMMARY_FILE = "summary.json"
+LATENCY_FILE_PREFIX = "latency-"  # latency-<pid>.txt
+
+# --- runs.csv ---------------------------------------------------------------------------------
+POINT_COLUMNS = (
+    "run_id", "scenario", "repetition", "pool_size", "max_overflow", "http_concurrency_limit",
+    "users", "pg_max_size", "pg_max_connections", "queries_per_request", "sim_latency_ms",
+    "think_time_s", "spawn_rate", "duration_s",
+)  # fmt: skip
+# Client (Locust), measured window only.
+CLIENT_COLUMNS = (
+    "requests", "failures", "error_rate", "rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms",
+)  # fmt: skip
+# App telemetry of the SQLAlchemy pool.
+TELEMETRY_COLUMNS = (
+    "acquire_wait_mean_ms", "acquire_wait_p95_ms", "acquire_wait_p99_ms", "hold_time_mean_ms",
+    "hold_time_p95_ms", "peak_checked_out", "pool_timeouts", "connections_opened",
+)  # fmt: skip
+DB_COLUMNS = ("pg_peak_connections", "pg_xact_commit")
+CPU_COLUMNS = (
+    "app_cpu_pct", "locust_cpu_pct", "pg_cpu_pct", "app_peak_rss_mb", "locust_peak_rss_mb",
+    "pg_peak_rss_mb", "locust_cpu_warning", "host_cores",
+)  # fmt: skip
+VERDICT_COLUMNS = ("bottleneck",)
+RUNS_CSV_COLUMNS = (
+    POINT_COLUMNS + CLIENT_COLUMNS + TELEMETRY_COLUMNS + DB_COLUMNS + CPU_COLUMNS + VERDICT_COLUMNS
+)
+STRING_COLUMNS = ("run_id", "scenario", "bottleneck")
+BOOL_COLUMNS = ("locust_cpu_warning",)
+
+# --- bottleneck labels ------------------------------------------------------------------------
+BOTTLENECKS = ("pool", "app_cpu", "database", "load_generator", "none")
+# Runs limited by something other than the pool say nothing about pool sizing.
+UNTRUSTED_BOTTLENECKS = ("app_cpu", "load_generator")
+
+
+def csv_row(point: Mapping[str, Any], figures: Mapping[str, Any]) -> dict[str, Any]:
+    """Return one runs.csv row: the point's columns and the figures, in column order."""
+    merged = {**point, **figures}
+    return {column: _csv_value(merged.get(column)) for column in RUNS_CSV_COLUMNS}
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def write_runs_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Rewrite runs.csv atomically (a reader never sees half a table)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=RUNS_CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+# --- JSON files -------------------------------------------------------------------------------
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write a JSON file atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(sweep_dir: Path) -> dict[str, Any] | None:
+    """Return a sweep's manifest.json (None when there is none); a bad one is a UsageError."""
+    path = Path(sweep_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object")
+    return data
+
+
+def finished_runs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """Return run.json of every complete run in a sweep directory, by run_id."""
+    runs: dict[str, dict[str, Any]] = {}
+    for path in sorted((Path(sweep_dir) / RUNS_DIR).glob(f"*/{RUN_FILE}")):
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(path.read_text())
+            if data.get("run_id") == path.parent.name and "figures" in data:
+                runs[path.parent.name] = data
+    return runs
+
+
+def read_markers(path: Path) -> dict[str, float]:
+    """Return {"start": epoch, "end": epoch, ...} from a window.jsonl (torn lines skipped)."""
+    markers: dict[str, float] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return markers
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry = json.loads(line)
+            markers[str(entry["event"])] = float(entry["epoch"])
+    return markers

@@ -1,0 +1,70 @@
+"""The contract between the sweep runner and the Locust scenarios: `POOLBENCH_*` variables.
+
+The runner builds a ScenarioEnv per run and passes `to_env()`; every locustfile reads
+`ScenarioEnv.from_env()`, so a locustfile also runs by hand with these defaults. Standard
+library only: Locust processes import it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+PREFIX = "POOLBENCH_"
+DEFAULT_SEED_USERS = 1000
+DEFAULT_QUERIES = 1
+DEFAULT_FANOUT_CALLS = 5
+DEFAULT_USERS = 32
+DEFAULT_SPAWN_RATE = 100.0
+DEFAULT_DURATION_S = 60.0
+DEFAULT_STEPS = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScenarioEnv:
+    """What a scenario needs to know; each field is the variable POOLBENCH_<FIELD>."""
+
+    warmup_s: float = 0.0
+    seed_users: int = DEFAULT_SEED_USERS
+    think_time_s: float = 0.0
+    open_rps: float = 0.0  # per user; > 0 makes each user a Poisson arrival process
+    queries: int = DEFAULT_QUERIES
+    fanout_calls: int = DEFAULT_FANOUT_CALLS
+    shape: str = "constant"
+    users: int = DEFAULT_USERS
+    spawn_rate: float = DEFAULT_SPAWN_RATE
+    duration_s: float = DEFAULT_DURATION_S  # the whole run, warm-up included
+    steps: int = DEFAULT_STEPS  # the step shape's steps
+    # Where each Locust process writes its window files; None for a remote worker.
+    out_dir: Path | None = None
+
+    def to_env(self) -> dict[str, str]:
+        """Return the variables for a Locust process (out_dir only when set)."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env[PREFIX + f.name.upper()] = f"{value:g}" if isinstance(value, float) else str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ScenarioEnv:
+        """Read the variables that are set; the others keep their defaults."""
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls(), f.name)
+            if f.name == "out_dir":
+                values[f.name] = Path(raw)
+            elif isinstance(default, bool | str):
+                values[f.name] = raw
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            else:
+                values[f.name] = float(raw)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Runs sweeps: owns every process it starts and writes the results directory."""

@@ -1,0 +1,135 @@
+"""Pure builders of the argv and environment of every process a sweep starts."""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.results import LOCUST_CSV_PREFIX
+from bench.scenario_env import ScenarioEnv
+from bench.spec import Point, SweepSpec
+from bench.sweep.pg import DSN_ENV
+from sample_app.config import settings_env
+
+DEFAULT_ORDERS_PER_USER = 3
+DEFAULT_ITEMS_PER_ORDER = 3
+DEFAULT_MASTER_BIND_HOST = "127.0.0.1"
+DEFAULT_REMOTE_WORKERS_WAIT_S = 300.0  # for someone to start the remote workers of a run
+LOCUST_STOP_SIGNAL = 2  # SIGINT: Locust's graceful shutdown, which still writes its CSV files
+
+
+def python_env(extra: Mapping[str, str], base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Return the runner's environment plus extra; never hands the DSN env var to children."""
+    env = {k: v for k, v in base.items() if k != DSN_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env | dict(extra)
+
+
+def seed_argv(seed_users: int) -> list[str]:
+    """`python -m sample_app.seed` for the spec's users."""
+    return [
+        sys.executable, "-m", "sample_app.seed", "--users", str(seed_users),
+        "--orders-per-user", str(DEFAULT_ORDERS_PER_USER),
+        "--items-per-order", str(DEFAULT_ITEMS_PER_ORDER),
+    ]  # fmt: skip
+
+
+def downstream_argv(port: int, latency_ms: float) -> list[str]:
+    """The downstream stub on a loopback port."""
+    argv = [sys.executable, "-m", "sample_app.downstream", "--port", str(port)]
+    return argv + ["--latency-ms", f"{latency_ms:g}"]
+
+
+def app_argv(port: int) -> list[str]:
+    """One uvicorn worker of the sample app on a loopback port."""
+    argv = [sys.executable, "-m", "uvicorn", "sample_app.main:app", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--workers", "1", "--no-access-log"]
+    return argv + ["--log-level", "warning"]
+
+
+def app_env(point: Point, spec: SweepSpec, *, database_url: str, downstream_url: str) -> dict:
+    """The sample app's settings for a point: the point's pool knobs, then the spec's [app_env]."""
+    settings = settings_env(
+        database_url=database_url,
+        downstream_url=downstream_url,
+        log_level="WARNING",
+        access_log=False,
+    )
+    return {**settings, **point.app_env(), **spec.app_env}
+
+
+def run_time_s(point: Point) -> int:
+    """Locust's whole run time (-t), warm-up included, in whole seconds."""
+    return math.ceil(point.warmup_s + point.duration_s)
+
+
+def scenario_env(point: Point, spec: SweepSpec, out_dir: Path | None) -> ScenarioEnv:
+    """What the point's locustfile needs (see bench.scenario_env)."""
+    return ScenarioEnv(
+        warmup_s=point.warmup_s,
+        seed_users=spec.workload.seed_users,
+        think_time_s=point.think_time_s,
+        open_rps=point.open_model_rps,
+        queries=point.queries_per_request,
+        fanout_calls=point.fanout_calls,
+        shape=point.shape,
+        users=point.users,
+        spawn_rate=point.spawn_rate,
+        duration_s=run_time_s(point),
+        out_dir=out_dir,
+    )
+
+
+def locust_argv(point: Point, url: str, run_dir: Path, workers: int) -> list[str]:
+    """Headless Locust for one point, writing its CSV files into the run directory."""
+    argv = [sys.executable, "-m", "locust", "-f", f"scenarios/{point.scenario}.py"]
+    argv += ["--headless", "-u", str(point.users), "-r", f"{point.spawn_rate:g}"]
+    argv += ["-t", f"{run_time_s(point)}s", "--host", url]
+    argv += ["--csv", str(run_dir / LOCUST_CSV_PREFIX), "--csv-full-history"]
+    argv += ["--only-summary", "--exit-code-on-error", "0", "--loglevel", "WARNING"]
+    if workers > 1:
+        argv += ["--processes", str(workers)]
+    return argv
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteWorkers:
+    """Locust workers on other machines, started by the user, that connect to the run's master.
+
+    Locust's own distributed mode: the runner starts only the master, which waits for `count`
+    workers. Their CPU is not measured (it is not on this host); Locust's CPU warning, which
+    workers report to the master, still marks a saturated load generator.
+    """
+
+    count: int
+    bind_host: str = DEFAULT_MASTER_BIND_HOST
+    port: int
+
+    @property
+    def master_host(self) -> str:
+        """The address workers connect to: this host's name when the master binds everywhere."""
+        wildcard = self.bind_host in ("", "*", "0.0.0.0", "::")
+        return socket.getfqdn() if wildcard else self.bind_host
+
+    def master_args(self) -> list[str]:
+        """Return the Locust options that make the runner's Locust the master."""
+        return [
+            "--master",
+            "--expect-workers", str(self.count),
+            "--expect-workers-max-wait", f"{DEFAULT_REMOTE_WORKERS_WAIT_S:g}",
+            "--master-bind-host", self.bind_host,
+            "--master-bind-port", str(self.port),
+        ]  # fmt: skip
+
+    def worker_command(self, scenario: str, env: Mapping[str, str]) -> str:
+        """Return the shell command a worker runs from a poolbench checkout."""
+        argv = ["locust", "-f", f"scenarios/{scenario}.py", "--worker"]
+        argv += ["--master-host", self.master_host, "--master-port", str(self.port)]
+        assignments = [f"{key}={shlex.quote(value)}" for key, value in sorted(env.items())]
+        return " ".join([*assignments, *map(shlex.quote, argv)])

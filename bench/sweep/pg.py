@@ -1,0 +1,281 @@
+"""A throwaway PostgreSQL cluster on loopback, or an external server given by DSN."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import glob
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import PostgresStartError, PostgresUnavailable
+
+DSN_ENV = "BENCH_DATABASE_URL"
+BINDIR_ENV = "POOLBENCH_PG_BINDIR"
+DEFAULT_DATABASE = "poolbench"
+DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_START_TIMEOUT_S = 30.0
+DEFAULT_STOP_TIMEOUT_S = 15.0
+# A benchmark cluster is disposable: durability costs fsyncs on a shared VM disk that would
+# otherwise dominate every write scenario and hide the pool effects we measure.
+DEFAULT_SERVER_SETTINGS: Mapping[str, str] = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "128MB",
+}
+_UNPRIVILEGED_USERS = ("postgres", "nobody")
+_PR_SET_PDEATHSIG = 1
+
+
+def find_bindir() -> Path | None:
+    """Return a directory holding `initdb` and `postgres`, preferring system binaries.
+
+    POOLBENCH_PG_BINDIR, when set, is the only place looked at.
+    """
+    candidates: list[str] = []
+    if env := os.environ.get(BINDIR_ENV):
+        return _usable_bindir([env])
+    if pg_config := shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            )
+            candidates.append(out.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    if spec := importlib.util.find_spec("pgserver"):
+        if spec.origin:
+            candidates.append(str(Path(spec.origin).parent / "pginstall" / "bin"))
+    return _usable_bindir(candidates)
+
+
+def _usable_bindir(candidates: list[str]) -> Path | None:
+    for candidate in candidates:
+        path = Path(candidate)
+        if (path / "initdb").is_file() and (path / "postgres").is_file():
+            return path
+    return None
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unprivileged_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    for name in _UNPRIVILEGED_USERS:
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise PostgresUnavailable("running as root and no 'postgres' or 'nobody' user to run Postgres")
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this (child) process when its parent dies; a preexec_fn."""
+    # Belt and braces: if the benchmark process is SIGKILLed, no `finally` runs.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Database:
+    """Where to connect: a libpq-style DSN plus facts the benchmark records."""
+
+    dsn: str
+    managed: bool
+    max_connections: int | None = None
+    pid: int | None = None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Return the DSN in SQLAlchemy's asyncpg form."""
+        scheme, _, rest = self.dsn.partition("://")
+        return f"postgresql+asyncpg://{rest}" if scheme.startswith("postgres") else self.dsn
+
+
+class PostgresServer:
+    """A throwaway cluster in a temp dir; stopped on exit, on exception and on SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        settings: Mapping[str, str] | None = None,
+        bindir: Path | None = None,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        self.max_connections = max_connections
+        self.settings = {**DEFAULT_SERVER_SETTINGS, **(settings or {})}
+        self.bindir = bindir
+        self.start_timeout_s = start_timeout_s
+        self.port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._tmp: Path | None = None
+
+    @property
+    def dsn(self) -> str:
+        if self.port is None:
+            raise RuntimeError("server not started")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DEFAULT_DATABASE}"
+
+    @property
+    def database(self) -> Database:
+        pid = self.process.pid if self.process else None
+        return Database(dsn=self.dsn, managed=True, max_connections=self.max_connections, pid=pid)
+
+    def start(self) -> PostgresServer:
+        bindir = self.bindir or find_bindir()
+        if bindir is None:
+            where = f" in {os.environ[BINDIR_ENV]}" if os.environ.get(BINDIR_ENV) else ""
+            raise PostgresUnavailable(
+                f"no PostgreSQL server binaries found{where}: install postgresql (apt-get install "
+                f"postgresql) or `pip install pgserver`, or set {DSN_ENV} to an existing server"
+            )
+        user = _unprivileged_user()
+        self._tmp = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
+        atexit.register(self.stop)
+        try:
+            self._init_cluster(bindir, user)
+            self._launch(bindir, user)
+            self._wait_ready(bindir)
+            self._run(
+                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port)]
+                + ["-U", "postgres", DEFAULT_DATABASE],
+                user,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _run(self, argv: list[str], user: str | None) -> None:
+        result = subprocess.run(argv, user=user, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise PostgresStartError(f"{Path(argv[0]).name} failed: {detail[0]}")
+
+    def _init_cluster(self, bindir: Path, user: str | None) -> None:
+        assert self._tmp is not None
+        for sub in ("data", "sock"):
+            (self._tmp / sub).mkdir()
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chmod(self._tmp, 0o755)
+            for path in (self._tmp, self._tmp / "data", self._tmp / "sock"):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self._run(
+            [str(bindir / "initdb"), "-D", str(self._tmp / "data"), "-U", "postgres"]
+            + ["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync"],
+            user,
+        )
+
+    def _launch(self, bindir: Path, user: str | None) -> None:
+        assert self._tmp is not None
+        self.port = free_port()
+        argv = [str(bindir / "postgres"), "-D", str(self._tmp / "data"), "-p", str(self.port)]
+        argv += ["-k", str(self._tmp / "sock"), "-c", "listen_addresses=127.0.0.1"]
+        argv += ["-c", f"max_connections={self.max_connections}"]
+        for key, value in self.settings.items():
+            argv += ["-c", f"{key}={value}"]
+        log = open(self._tmp / "postgres.log", "wb")  # noqa: SIM115 - handed to the child
+        with log:
+            self.process = subprocess.Popen(
+                argv,
+                user=user,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        _guard_signals()
+
+    def _wait_ready(self, bindir: Path) -> None:
+        assert self.process is not None and self._tmp is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise PostgresStartError(f"postgres exited at start-up: {self.log_tail()}")
+            ready = subprocess.run(
+                [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                timeout=10,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise PostgresStartError(f"postgres not ready after {self.start_timeout_s:.0f} s")
+
+    def log_tail(self, lines: int = 3) -> str:
+        if self._tmp is None or not (self._tmp / "postgres.log").exists():
+            return "no log"
+        text = (self._tmp / "postgres.log").read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "empty log"
+
+    def stop(self) -> None:
+        """Stop the postmaster (fast shutdown, then harder) and delete the cluster. Idempotent."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            for sig, wait_s in (
+                (signal.SIGINT, DEFAULT_STOP_TIMEOUT_S),
+                (signal.SIGQUIT, 5.0),
+                (signal.SIGKILL, 5.0),
+            ):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=wait_s)
+                    break
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> Database:
+        return self.start().database
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _raise_system_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _guard_signals() -> None:
+    """Turn SIGTERM into SystemExit so `with` blocks unwind and stop their servers."""
+    with contextlib.suppress(ValueError):  # not the main thread: the caller owns signals
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+@contextlib.contextmanager
+def database(
+    *,
+    dsn: str | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[Database]:
+    """Yield a database: the DSN given (or from BENCH_DATABASE_URL), else a throwaway cluster."""
+    dsn = dsn or os.environ.get(DSN_ENV)
+    if dsn:
+        yield Database(dsn=dsn, managed=False)
+        return
+    with PostgresServer(max_connections=max_connections, settings=settings) as db:
+        yield db

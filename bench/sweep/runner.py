@@ -1,0 +1,438 @@
+"""The sweep runner: for every point, start Postgres, the app and Locust, and measure one window.
+
+Orchestration only: argv and env come from `commands`, figures from `figures`, files from
+`sweepdir`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.errors import PostgresUnavailable, RunError, UsageError
+from bench.results import (
+    APP_LOG,
+    DOWNSTREAM_LOG,
+    LATENCY_FILE_PREFIX,
+    LOCUST_LOG,
+    SEED_LOG,
+    SUMMARY_FILE,
+    TELEMETRY_FILE,
+    WINDOW_FILE,
+    read_markers,
+)
+from bench.spec import ROOT, Point, SweepSpec
+from bench.sweep import commands, figures
+from bench.sweep.commands import RemoteWorkers
+from bench.sweep.metadata import manifest, now
+from bench.sweep.pg import Database, PostgresServer, free_port
+from bench.sweep.procs import Child, Children, supervised
+from bench.sweep.samplers import PgProbe, WindowSample, WindowSampler
+from bench.sweep.sweepdir import SweepDir
+from sample_app.config import settings_env
+
+DEFAULT_HEALTH_TIMEOUT_S = 30.0
+DEFAULT_WINDOW_GRACE_S = 60.0  # Locust start-up before the window, and shutdown after it
+DEFAULT_SEED_TIMEOUT_S = 600.0
+DEFAULT_RESTART_TIMEOUT_S = 120.0
+DEFAULT_POLL_S = 0.02
+
+
+def wait_http(url: str, *, child: Child | None, timeout_s: float, what: str) -> None:
+    """Poll url until it answers 200; fail early if child exits."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if child is not None and not child.alive():
+                raise RunError(f"{what} exited at start-up: {child.log_tail()}")
+            try:
+                response = client.get(url)
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            time.sleep(0.1)
+    raise RunError(f"{what} not healthy after {timeout_s:.0f} s at {url} ({last})")
+
+
+async def _count_users(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('users') IS NOT NULL")
+        return int(await conn.fetchval("SELECT count(*) FROM users")) if exists else 0
+    finally:
+        await conn.close()
+
+
+class DatabaseSlot:
+    """The Postgres behind the current points: one server per pg_max_connections value."""
+
+    def __init__(self, children: Children, *, dsn: str | None, seed_users: int, log_dir: Path):
+        self.children = children
+        self.external_dsn = dsn
+        self.seed_users = seed_users
+        self.log_dir = log_dir
+        self.server: PostgresServer | None = None
+        self.database: Database | None = None
+        self._key: int | None = None
+
+    def ensure(self, point: Point) -> Database:
+        """Return a seeded database configured for the point, (re)starting it when needed."""
+        if self.external_dsn:
+            if self.database is None:
+                self.database = Database(dsn=self.external_dsn, managed=False)
+                self._seed(self.database)
+            return self.database
+        if self.database is not None and self._key == point.pg_max_connections:
+            return self.database
+        if self.server is not None:
+            self.server.stop()
+        self.server = PostgresServer(max_connections=point.pg_max_connections)
+        self.children.defer(self.server.stop)
+        self.database = self.server.start().database
+        self._key = point.pg_max_connections
+        self._seed(self.database)
+        return self.database
+
+    def _seed(self, db: Database) -> None:
+        if asyncio.run(_count_users(db.dsn)) >= self.seed_users:
+            return  # an external database seeded by an earlier sweep
+        env = commands.python_env(settings_env(database_url=db.sqlalchemy_url, log_level="WARNING"))
+        child = self.children.spawn(
+            "seed",
+            commands.seed_argv(self.seed_users),
+            env=env,
+            cwd=ROOT,
+            log_path=self.log_dir / SEED_LOG,
+        )
+        code = self.children.wait(child, DEFAULT_SEED_TIMEOUT_S)
+        self.children.stop(child)
+        if code != 0:
+            raise RunError(f"seeding failed ({code=}): {child.log_tail()}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measured:
+    """A finished run: the figures for runs.csv and what else run.json keeps."""
+
+    point: Point
+    figures: dict[str, Any]
+    extra: dict[str, Any]
+
+
+class Runner:
+    """Runs points one at a time; owns the sweep-wide processes (Postgres, downstream stub)."""
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        children: Children,
+        *,
+        dsn: str | None,
+        workers: int,
+        logs: Path,
+        remote: RemoteWorkers | None = None,
+        on_worker_command: Callable[[Point, str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.children = children
+        self.workers = workers
+        self.remote = remote
+        self.on_worker_command = on_worker_command
+        self.logs = logs
+        self.target = spec.target
+        # Bring-your-own app: its database is the user's business unless they name it.
+        self.db = DatabaseSlot(children, dsn=dsn, seed_users=spec.workload.seed_users, log_dir=logs)
+        self.probe_dsn = dsn
+        self.downstream_url: str | None = None
+
+    @property
+    def locust_processes(self) -> int:
+        """Locust processes on this host, whose CPU the run measures (remote workers' is not)."""
+        return 1 if self.remote is not None else max(1, self.workers)
+
+    def _ensure_downstream(self) -> str:
+        # /health checks the downstream too, so every scenario needs the stub, not just fanout.
+        if self.downstream_url is None:
+            port = free_port()
+            child = self.children.spawn(
+                "downstream",
+                commands.downstream_argv(port, self.spec.workload.downstream_latency_ms),
+                env=commands.python_env({}),
+                cwd=ROOT,
+                log_path=self.logs / DOWNSTREAM_LOG,
+            )
+            url = f"http://127.0.0.1:{port}"
+            wait_http(
+                f"{url}/stats", child=child, timeout_s=DEFAULT_HEALTH_TIMEOUT_S, what="downstream"
+            )
+            self.downstream_url = url
+        return self.downstream_url
+
+    def _start_app(self, point: Point, db: Database, run_dir: Path) -> tuple[str, Child]:
+        port = free_port()
+        env = commands.app_env(
+            point,
+            self.spec,
+            database_url=db.sqlalchemy_url,
+            downstream_url=self._ensure_downstream(),
+        )
+        child = self.children.spawn(
+            "app",
+            commands.app_argv(port),
+            env=commands.python_env(env),
+            cwd=ROOT,
+            log_path=run_dir / APP_LOG,
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", child=child, timeout_s=DEFAULT_HEALTH_TIMEOUT_S, what="app")
+        return url, child
+
+    def _restart_target(self, point: Point, run_dir: Path) -> str:
+        assert self.target is not None
+        env = commands.python_env({**point.app_env(), **self.spec.app_env})
+        try:
+            command = self.target.restart_cmd.format(**point.as_dict())
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UsageError(f"target.restart_cmd: bad placeholder {exc}") from None
+        child = self.children.spawn(
+            "restart_cmd", [command], env=env, cwd=ROOT, log_path=run_dir / APP_LOG, shell=True
+        )
+        code = self.children.wait(child, DEFAULT_RESTART_TIMEOUT_S)
+        if code is None:
+            self.children.stop(child)
+            raise RunError(
+                f"target.restart_cmd still running after {DEFAULT_RESTART_TIMEOUT_S:.0f} s "
+                f"(it must start the target in the background and return): {child.log_tail()}"
+            )
+        # Not stop(): that would kill the process group, and with it a target started with `&`.
+        self.children.release(child)
+        if code != 0:
+            raise RunError(f"target.restart_cmd failed ({code=}): {child.log_tail()}")
+        url = self.target.url
+        wait_http(
+            f"{url}{self.target.health_path}",
+            child=None,
+            timeout_s=DEFAULT_HEALTH_TIMEOUT_S,
+            what="target",
+        )
+        return url
+
+    def _locust(self, point: Point, url: str, run_dir: Path) -> Child:
+        argv = commands.locust_argv(point, url, run_dir, self.workers)
+        if self.remote is not None:
+            argv += self.remote.master_args()
+            if self.on_worker_command is not None:
+                # No out_dir: a remote worker cannot write into this run directory.
+                worker_env = commands.scenario_env(point, self.spec, None).to_env()
+                command = self.remote.worker_command(point.scenario, worker_env)
+                self.on_worker_command(point, command)
+        env = commands.python_env(commands.scenario_env(point, self.spec, run_dir).to_env())
+        return self.children.spawn(
+            "locust",
+            argv,
+            env=env,
+            cwd=ROOT,
+            log_path=run_dir / LOCUST_LOG,
+            stop_signal=commands.LOCUST_STOP_SIGNAL,
+        )
+
+    def _wait_marker(self, run_dir: Path, event: str, locust: Child, timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        path = run_dir / WINDOW_FILE
+        while time.monotonic() < deadline:
+            if event in (markers := read_markers(path)):
+                return markers[event]
+            if not locust.alive():
+                raise RunError(
+                    f"locust exited before the window {event} marker: {locust.log_tail()}"
+                )
+            time.sleep(DEFAULT_POLL_S)
+        raise RunError(f"no window {event} marker from locust after {timeout_s:.0f} s")
+
+    def run(self, point: Point, run_dir: Path) -> Measured:
+        """Measure one point into run_dir (a temporary directory the caller renames)."""
+        db: Database | None = None
+        app: Child | None = None
+        probe: PgProbe | None = None
+        if self.target is None:
+            db = self.db.ensure(point)
+            url, app = self._start_app(point, db, run_dir)
+            probe_dsn: str | None = db.dsn
+        else:
+            url = self._restart_target(point, run_dir)
+            probe_dsn = self.probe_dsn
+        http = httpx.Client(base_url=url, timeout=10.0)
+        locust: Child | None = None
+        try:
+            if probe_dsn:
+                probe = PgProbe(probe_dsn).start()
+            locust = self._locust(point, url, run_dir)
+            start_timeout_s = point.warmup_s + DEFAULT_WINDOW_GRACE_S
+            if self.remote is not None:
+                start_timeout_s += commands.DEFAULT_REMOTE_WORKERS_WAIT_S
+            self._wait_marker(run_dir, "start", locust, start_timeout_s)
+            # The window opens: app telemetry, Postgres counters and CPU start counting together.
+            telemetry_ok = http.post("/telemetry/reset").status_code < 300
+            sampler = WindowSampler(
+                app_pid=app.pid if app else None,
+                locust_pid=locust.pid,
+                pg_pid=db.pid if db else None,
+                probe=probe,
+            )
+            sampler.begin()
+            self._wait_marker(run_dir, "end", locust, point.duration_s + DEFAULT_WINDOW_GRACE_S)
+            sample = sampler.end()
+            telemetry = http.get("/telemetry").json() if telemetry_ok else None
+            if self.children.wait(locust, DEFAULT_WINDOW_GRACE_S) is None:
+                self.children.stop(locust)
+            locust_code = locust.process.returncode
+        finally:
+            http.close()
+            if probe is not None:
+                probe.close()
+            if locust is not None and locust.alive():
+                self.children.stop(locust)
+            if app is not None:
+                self.children.stop(app)
+        if locust_code not in (0, None, -2):
+            raise RunError(f"locust exited with {locust_code}: {locust.log_tail()}")
+        return self._figures(point, run_dir, sample, telemetry)
+
+    def _figures(
+        self,
+        point: Point,
+        run_dir: Path,
+        sample: WindowSample,
+        telemetry: dict[str, Any] | None,
+    ) -> Measured:
+        markers = read_markers(run_dir / WINDOW_FILE)
+        window_s = markers["end"] - markers["start"]
+        summary_path = run_dir / SUMMARY_FILE
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        samples = figures.read_samples(run_dir)
+        requests = figures.window_requests(samples, markers["start"], markers["end"])
+        figures.write_timeseries(run_dir, samples)
+        for path in run_dir.glob(f"{LATENCY_FILE_PREFIX}*.txt"):
+            path.unlink()  # summarised above; the raw samples would dwarf everything else
+        values = figures.client_figures(summary, requests, window_s)
+        values |= figures.telemetry_figures(telemetry)
+        values |= figures.resource_figures(sample, window_s)
+        values["locust_cpu_warning"] = bool(
+            summary.get("cpu_warning") or figures.locust_cpu_warning(run_dir / LOCUST_LOG)
+        )
+        values["host_cores"] = os.cpu_count()
+        values["bottleneck"] = figures.label_bottleneck(point, values, self.locust_processes)
+        if telemetry is not None:
+            (run_dir / TELEMETRY_FILE).write_text(json.dumps(telemetry, indent=2) + "\n")
+        extra = {
+            "window": {
+                "start_epoch": markers["start"],
+                "end_epoch": markers["end"],
+                "window_s": window_s,
+            },
+            "locust_processes": self.locust_processes,
+            "remote_workers": self.remote.count if self.remote else 0,
+            "locust_requests": summary.get("requests"),
+            "requests_by_name": summary.get("by_name", {}),
+            "sampler_errors": sample.errors,
+            "max_processes": {
+                "app": sample.app.max_processes,
+                "locust": sample.locust.max_processes,
+                "pg": sample.pg.max_processes,
+            },
+        }
+        return Measured(point=point, figures=values, extra=extra)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    """Where a sweep wrote its output and how far it got."""
+
+    sweep_dir: Path
+    finished: int
+    total: int
+
+
+class SweepListener:
+    """What the runner tells its caller (the CLI prints it); every method may be left as is."""
+
+    def started(self, sweep: SweepDir, todo: list[Point]) -> None:
+        """The sweep directory is open and these points are still to run."""
+
+    def run_started(self, point: Point) -> None:
+        """A point is about to be measured."""
+
+    def run_finished(self, index: int, total: int, measured: Measured) -> None:
+        """A point was measured and saved (index counts from 1 over every point)."""
+
+    def worker_command(self, point: Point, command: str, script: Path) -> None:
+        """Remote workers must be started with `command` (also written to `script`)."""
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    sweep_dir: Path,
+    spec_path: str,
+    dsn: str | None,
+    workers: int,
+    resume: bool = False,
+    remote: RemoteWorkers | None = None,
+    listener: SweepListener | None = None,
+) -> SweepResult:
+    """Run every unfinished point of the spec into sweep_dir; Ctrl-C keeps finished points."""
+    listener = listener or SweepListener()
+    points = spec.points()
+    sweep = SweepDir(sweep_dir, points, manifest(spec, spec_path, dsn, workers, remote))
+    sweep.open(resume=resume)
+    todo = sweep.todo()
+    status = "interrupted"
+
+    def announce(point: Point, command: str) -> None:
+        script = sweep.write_worker_script(point.run_id, remote.count if remote else 1, command)
+        listener.worker_command(point, command, script)
+
+    try:
+        with supervised() as children:
+            listener.started(sweep, todo)
+            runner = Runner(
+                spec,
+                children,
+                dsn=dsn,
+                workers=workers,
+                logs=sweep.logs,
+                remote=remote,
+                on_worker_command=announce,
+            )
+            for index, point in enumerate(todo, start=len(points) - len(todo) + 1):
+                listener.run_started(point)
+                tmp = sweep.new_run(point)
+                measured = runner.run(point, tmp)
+                record = {
+                    "format_version": sweep.manifest["format_version"],
+                    "run_id": point.run_id,
+                    "point": point.as_dict(),
+                    "figures": measured.figures,
+                    **measured.extra,
+                    "finished_at": now(),
+                }
+                sweep.commit_run(tmp, record, dsn)
+                listener.run_finished(index, len(points), measured)
+        status = "finished"
+    except PostgresUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        sweep.close(status)
+    return SweepResult(sweep_dir=sweep_dir, finished=len(sweep.runs), total=len(points))

@@ -1,0 +1,148 @@
+"""Helpers for the sample app tests: databases, processes, concurrency and assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+from bench.sweep.pg import Database, free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+APP_DB = "poolbench_app_tests"
+SEED_USERS = 50
+SEED_ORDERS_PER_USER = 2
+SEED_ITEMS_PER_ORDER = 2
+START_TIMEOUT_S = 20.0
+
+
+def with_database(dsn: str, name: str) -> str:
+    """Return the DSN pointing at another database of the same server."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+async def create_database(pg: Database, name: str) -> str:
+    """(Re)create an empty database on the test server; return its libpq DSN."""
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        await conn.execute(f'drop database if exists "{name}" with (force)')
+        await conn.execute(f'create database "{name}"')
+    finally:
+        await conn.close()
+    return with_database(pg.dsn, name)
+
+
+@dataclass(frozen=True)
+class AppDatabase:
+    """The seeded database of the app tests, in both URL forms."""
+
+    dsn: str
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+class Downstream:
+    """A running downstream stub process."""
+
+    def __init__(self, latency_ms: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sample_app.downstream"]
+            + ["--port", str(self.port), "--latency-ms", str(latency_ms)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_http_ok(f"{self.url}/stats", self.process)
+
+    def stats(self) -> dict[str, int]:
+        return dict(httpx.get(f"{self.url}/stats").json())
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/stats/reset").raise_for_status()
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def wait_http_ok(
+    url: str, process: subprocess.Popen[bytes], timeout_s: float = START_TIMEOUT_S
+) -> None:
+    """Poll `url` until it answers 200; fail with the process's stderr if it dies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise AssertionError(f"process exited with {process.returncode}: {err}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.05)
+    stop_process(process)
+    raise AssertionError(f"{url} not ready after {timeout_s} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
+    """Terminate, then kill; return the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+    if process.stderr:
+        process.stderr.close()
+    return process.returncode
+
+
+AppRunner = Callable[..., Any]
+
+
+async def fetch_val(dsn: str, query: str, *args: object) -> Any:
+    """Run one query on a fresh connection and return the first value."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()
+
+
+async def concurrently(*coros: Any) -> list[Any]:
+    """Run coroutines concurrently with a TaskGroup; return their results in order."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(coro) for coro in coros]
+    return [task.result() for task in tasks]
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """Assert an RFC 7807 response with the given status; return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert {"type", "title", "status", "detail", "instance", "request_id"} <= body.keys()
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    return dict(body)
+
+
+def server_timing(response: httpx.Response) -> dict[str, float]:
+    """Parse `Server-Timing: name;dur=x, ...` into {name: ms}."""
+    result = {}
+    for part in response.headers["server-timing"].split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        result[name] = float(dur)
+    return result
