@@ -22,7 +22,7 @@ _EXPORTS = {
     "SweepSpec": "bench.spec",
     "Slo": "bench.spec",
     "Fleet": "bench.spec",
-    "load_spec": "bench.spec",
+    "load_spec": "bench.specfile",
     "run_sweep": "bench.sweep.runner",
     "Sweep": "bench.analysis.load",
     "load_sweep": "bench.analysis.load",
@@ -96,7 +96,8 @@ if TYPE_CHECKING:
     from bench.analysis.thresholds import check_thresholds, parse_threshold
     from bench.errors import PoolbenchError, RunError, UsageError
     from bench.report.html import render_analysis, render_comparison
-    from bench.spec import Fleet, Slo, SweepSpec, load_spec
+    from bench.spec import Fleet, Slo, SweepSpec
+    from bench.specfile import load_spec
     from bench.sweep.runner import run_sweep
 
 

@@ -37,7 +37,8 @@ DOWNSTREAM_LOG = "downstream.log"
 WORKER_SCRIPT = "worker_command.sh"
 LOCUST_CSV_PREFIX = "locust"  # -> locust_stats.csv, locust_stats_history.csv, ...
 LOCUST_STATS_SUFFIX = "_stats.csv"
-LOCUST_HISTORY_FILE = f"{LOCUST_CSV_PREFIX}_stats_history.csv"
+LOCUST_HISTORY_SUFFIX = "_stats_history.csv"
+LOCUST_HISTORY_FILE = f"{LOCUST_CSV_PREFIX}{LOCUST_HISTORY_SUFFIX}"
 # Written by every Locust process (scenarios/common.py): the window markers, the master's
 # totals, and each process's raw requests.
 WINDOW_FILE = "window.jsonl"

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UsageError
-from bench.spec import (
-    DEFAULT_SEED_USERS,
-    SweepSpec,
+from bench.spec import DEFAULT_SEED_USERS, SweepSpec
+from bench.specfile import (
     load_spec,
     parse_override,
     spec_from_dict,

@@ -15,6 +15,7 @@ from bench.results import (
     BOOL_COLUMNS,
     BOTTLENECKS,
     LOCUST_HISTORY_FILE,
+    LOCUST_HISTORY_SUFFIX,
     LOCUST_STATS_SUFFIX,
     MANIFEST_FILE,
     RUNS_CSV_COLUMNS,
@@ -24,7 +25,8 @@ from bench.results import (
     read_manifest,
 )
 from bench.secrets import scrub_tree
-from bench.spec import Fleet, Slo, SweepSpec, spec_from_manifest
+from bench.spec import Fleet, Slo, SweepSpec
+from bench.specfile import spec_from_manifest
 
 # Without these no analysis is possible; the rest may be missing (e.g. an external target with
 # no app telemetry) and the affected figures are shown as blanks.
@@ -65,7 +67,7 @@ def connections(frame: pd.DataFrame) -> pd.Series:
     return frame["pool_size"] + frame["max_overflow"].fillna(0)
 
 
-def load_sweep(path: Path) -> Sweep:
+def load_sweep(path: Path | str) -> Sweep:
     """Load a sweep directory, a Locust `*_stats.csv` file, or a Locust CSV prefix."""
     path = Path(path)
     if path.is_dir():
@@ -196,7 +198,7 @@ def _load_locust(stats_csv: Path) -> Sweep:
         "bottleneck": "none",
     }
     runs = _normalise(pd.DataFrame([record]), stats_csv)
-    history = stats_csv.with_name(f"{prefix}_stats_history.csv")
+    history = stats_csv.with_name(f"{prefix}{LOCUST_HISTORY_SUFFIX}")
     return Sweep(
         root=stats_csv.parent,
         name=prefix or stats_csv.stem,

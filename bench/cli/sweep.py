@@ -24,7 +24,8 @@ from bench.cli.common import fail
 from bench.errors import Interrupted, RunError, UsageError
 from bench.fmt import num, pct
 from bench.results import MANIFEST_FILE, WORKER_SCRIPT, finished_runs, read_manifest
-from bench.spec import Point, SweepSpec, load_spec, parse_override, spec_from_dict
+from bench.spec import Point, SweepSpec
+from bench.specfile import load_spec, parse_override, spec_from_dict
 from bench.sweep.commands import DEFAULT_MASTER_BIND_HOST, RemoteWorkers
 from bench.sweep.pg import DSN_ENV, free_port
 from bench.sweep.runner import Measured, SweepListener, run_sweep

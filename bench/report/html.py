@@ -126,14 +126,15 @@ def default_report_path(sweep_dir: Path, reports_dir: Path = DEFAULT_REPORTS_DIR
     return reports_dir / f"{name}.html"
 
 
-def _write(html: str, out: Path) -> Path:
+def _write(html: str, out: Path | str) -> Path:
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Last line of defence: no `scheme://user:password@` survives into the file.
     out.write_text(scrub_secrets(html), encoding="utf-8")
     return out
 
 
-def render_analysis(analysis: Analysis, out: Path) -> Path:
+def render_analysis(analysis: Analysis, out: Path | str) -> Path:
     """Write the HTML report of an analysed sweep to `out`."""
     html = _env.get_template("report.html.j2").render(
         mode="report", **_context(analysis, build_charts(analysis))
@@ -141,7 +142,7 @@ def render_analysis(analysis: Analysis, out: Path) -> Path:
     return _write(html, out)
 
 
-def render_comparison(comparison: Comparison, out: Path) -> Path:
+def render_comparison(comparison: Comparison, out: Path | str) -> Path:
     """Write a before/after HTML report of two analysed sweeps."""
     before, after = comparison.before, comparison.after
     html = _env.get_template("report.html.j2").render(

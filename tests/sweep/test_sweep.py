@@ -17,7 +17,7 @@ import pytest
 
 from bench.results import RUNS_CSV_COLUMNS
 from bench.secrets import redact_files
-from bench.spec import load_spec
+from bench.specfile import load_spec
 from bench.sweep.figures import label_bottleneck
 from bench.sweep.pg import Database
 

@@ -1,0 +1,349 @@
+"""Reading a sweep spec: TOML plus `--set` overrides, validated into a SweepSpec.
+
+Any problem is one UsageError line that names the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from bench.errors import UsageError
+from bench.spec import (
+    DEFAULT_HEALTH_PATH,
+    DEFAULT_OPEN_MODEL_RPS,
+    DEFAULT_SHAPE,
+    SCENARIOS_DIR,
+    SHAPES,
+    Fleet,
+    Grid,
+    Point,
+    Slo,
+    SweepSpec,
+    Target,
+    Timing,
+    Workload,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A field failed validation; carries the dotted field name."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int(value: object, where: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise _Invalid(where, f"must be an integer >= {minimum}")
+    return value
+
+
+def _num(value: object, where: str, minimum: float, *, strict: bool = False) -> float:
+    if _is_number(value):
+        number = float(value)
+        if number > minimum or (number == minimum and not strict):
+            return number
+    raise _Invalid(where, f"must be a number {'>' if strict else '>='} {minimum:g}")
+
+
+def _str(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(where, "must be a non-empty string")
+    return value
+
+
+def _int_list(value: object, where: str, minimum: int) -> tuple[int, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise _Invalid(where, "must not be empty (give at least one value)")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+        raise _Invalid(where, f"must be a list of integers >= {minimum}")
+    return tuple(values)
+
+
+def _num_list(value: object, where: str, minimum: float) -> tuple[float, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise _Invalid(where, "must not be empty (give at least one value)")
+    numbers = [float(v) for v in values if _is_number(v)]
+    if len(numbers) != len(values) or min(numbers) < minimum:
+        raise _Invalid(where, f"must be a list of numbers >= {minimum:g}")
+    return tuple(numbers)
+
+
+def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise _Invalid(key, "must be a table")
+    return dict(value)
+
+
+def _reject_unknown(table: Mapping[str, Any], allowed: set[str], prefix: str = "") -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"{prefix}{key}"
+            raise _Invalid(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+_GRID_INT_MINIMUMS = {
+    "pool_size": 1,
+    "max_overflow": 0,
+    "http_concurrency_limit": 1,
+    "users": 1,
+    "pg_max_size": 1,
+    "pg_max_connections": 1,
+    "queries_per_request": 1,
+    "fanout_calls": 1,
+}
+
+
+def _grid(raw: dict[str, Any], workload_raw: Mapping[str, Any]) -> Grid:
+    _reject_unknown(raw, _names(Grid), "grid.")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in workload_raw:
+            raise _Invalid(f"grid.{key}", "also set in [workload]: give it in one place")
+        if key in _GRID_INT_MINIMUMS:
+            values[key] = _int_list(value, f"grid.{key}", _GRID_INT_MINIMUMS[key])
+        else:
+            values[key] = _num_list(value, f"grid.{key}", 0)
+    return Grid(**values)
+
+
+def _workload(raw: dict[str, Any]) -> Workload:
+    _reject_unknown(raw, _names(Workload), "workload.")
+    checks: dict[str, Any] = {
+        "sim_latency_ms": lambda v, w: _num(v, w, 0),
+        "think_time_s": lambda v, w: _num(v, w, 0),
+        "fanout_calls": lambda v, w: _int(v, w, 1),
+        "downstream_latency_ms": lambda v, w: _num(v, w, 0),
+        "seed_users": lambda v, w: _int(v, w, 1),
+    }
+    return Workload(**{k: checks[k](v, f"workload.{k}") for k, v in raw.items()})
+
+
+def _timing(raw: dict[str, Any]) -> Timing:
+    _reject_unknown(raw, _names(Timing), "timing.")
+    checks: dict[str, Any] = {
+        "repetitions": lambda v, w: _int(v, w, 1),
+        "warmup_s": lambda v, w: _num(v, w, 0),
+        "duration_s": lambda v, w: _num(v, w, 0, strict=True),
+        "spawn_rate": lambda v, w: _num(v, w, 0, strict=True),
+    }
+    return Timing(**{k: checks[k](v, f"timing.{k}") for k, v in raw.items()})
+
+
+def _slo(raw: dict[str, Any]) -> Slo:
+    _reject_unknown(raw, _names(Slo), "slo.")
+    values: dict[str, float] = {}
+    if "p95_ms" in raw:
+        values["p95_ms"] = _num(raw["p95_ms"], "slo.p95_ms", 0, strict=True)
+    if "max_error_rate" in raw:
+        rate = _num(raw["max_error_rate"], "slo.max_error_rate", 0)
+        if rate > 1:
+            raise _Invalid("slo.max_error_rate", "must be a fraction between 0 and 1")
+        values["max_error_rate"] = rate
+    return Slo(**values)
+
+
+def _fleet(raw: dict[str, Any]) -> Fleet:
+    _reject_unknown(raw, _names(Fleet), "fleet.")
+    minimums = {
+        "instances": 1,
+        "workers_per_instance": 1,
+        "max_connections": 1,
+        "reserved_connections": 0,
+    }
+    fleet = Fleet(**{k: _int(v, f"fleet.{k}", minimums[k]) for k, v in raw.items()})
+    if fleet.reserved_connections >= fleet.max_connections:
+        raise _Invalid("fleet.reserved_connections", "must be below fleet.max_connections")
+    return fleet
+
+
+def _target(raw: dict[str, Any] | None) -> Target | None:
+    if raw is None:
+        return None
+    _reject_unknown(raw, _names(Target), "target.")
+    for key in ("url", "restart_cmd"):
+        if key not in raw:
+            raise _Invalid(f"target.{key}", "missing (a [target] needs url and restart_cmd)")
+    url = _str(raw["url"], "target.url").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise _Invalid("target.url", "must start with http:// or https://")
+    health = _str(raw.get("health_path", DEFAULT_HEALTH_PATH), "target.health_path")
+    if not health.startswith("/"):
+        raise _Invalid("target.health_path", "must start with /")
+    restart_cmd = _str(raw["restart_cmd"], "target.restart_cmd")
+    return Target(url=url, restart_cmd=restart_cmd, health_path=health)
+
+
+def _app_env(raw: dict[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for key, value in raw.items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            raise _Invalid(f"app_env.{key}", "must be an UPPER_CASE environment variable name")
+        if isinstance(value, bool):
+            env[key] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            env[key] = str(value)
+        else:
+            raise _Invalid(f"app_env.{key}", "must be a string, number or boolean")
+    return env
+
+
+_TOP_LEVEL = {
+    "name",
+    "scenario",
+    "shape",
+    "open_model_rps",
+    "description",
+    "grid",
+    "workload",
+    "timing",
+    "slo",
+    "fleet",
+    "target",
+    "app_env",
+}
+
+
+def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> SweepSpec:
+    _reject_unknown(raw, _TOP_LEVEL)
+    name = _str(raw.get("name", default_name), "name")
+    if not _NAME.match(name):
+        raise _Invalid("name", "must be letters, digits, '.', '_' or '-' (it names a directory)")
+    if "scenario" not in raw:
+        raise _Invalid("scenario", "missing (the name of a file in scenarios/, e.g. single_query)")
+    scenario = _str(raw["scenario"], "scenario")
+    exists = (SCENARIOS_DIR / f"{scenario}.py").is_file() or not check_files
+    if not _NAME.match(scenario) or not exists:
+        known = sorted(
+            p.stem for p in SCENARIOS_DIR.glob("*.py") if p.stem not in {"common", "shapes"}
+        )
+        raise _Invalid("scenario", f"no file scenarios/{scenario}.py (known: {', '.join(known)})")
+    shape = raw.get("shape", DEFAULT_SHAPE)
+    if shape not in SHAPES:
+        raise _Invalid("shape", f"must be one of {', '.join(SHAPES)}")
+    workload_raw = _table(raw, "workload")
+    target_raw = _table(raw, "target") if "target" in raw else None
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise _Invalid("description", "must be a string")
+    spec = SweepSpec(
+        name=name,
+        scenario=scenario,
+        shape=shape,
+        open_model_rps=_num(raw.get("open_model_rps", DEFAULT_OPEN_MODEL_RPS), "open_model_rps", 0),
+        description=description,
+        grid=_grid(_table(raw, "grid"), workload_raw),
+        workload=_workload(workload_raw),
+        timing=_timing(_table(raw, "timing")),
+        slo=_slo(_table(raw, "slo")),
+        fleet=_fleet(_table(raw, "fleet")),
+        target=_target(target_raw),
+        app_env=_app_env(_table(raw, "app_env")),
+    )
+    if spec.target is not None:
+        _check_placeholders(spec.target.restart_cmd, spec.points()[0])
+    return spec
+
+
+def _check_placeholders(restart_cmd: str, point: Point) -> None:
+    """Fail at load time, not mid-sweep, on a restart_cmd that str.format cannot fill."""
+    try:
+        restart_cmd.format(**point.as_dict())
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _Invalid(
+            "target.restart_cmd",
+            f"bad placeholder {exc} (use point fields such as {{pool_size}}; "
+            "double literal braces: ${VAR} becomes ${{VAR}})",
+        ) from None
+
+
+# --- loading and overrides ------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse `KEY=VALUE` (VALUE in TOML syntax, else a bare string) from `--set`."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"--set {text!r}: expected KEY=VALUE, e.g. timing.duration_s=5")
+    try:
+        return key, tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value.strip()  # `--set scenario=write_heavy` without quotes
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of the raw spec with dotted-key overrides set (validated afterwards)."""
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        head, _, rest = dotted.partition(".")
+        if not rest:
+            merged[head] = value
+            continue
+        if "." in rest:
+            raise UsageError(f"--set {dotted}: keys have at most one dot (table.key)")
+        table = merged.setdefault(head, {})
+        if not isinstance(table, dict):
+            raise UsageError(f"--set {dotted}: {head} is not a table")
+        table[rest] = value
+    return merged
+
+
+def spec_from_dict(
+    raw: Mapping[str, Any],
+    *,
+    source: str,
+    overrides: Mapping[str, Any] | None = None,
+    check_files: bool = True,
+) -> SweepSpec:
+    """Validate a raw spec (from TOML or a manifest); errors name `source` and the field.
+
+    `check_files=False` reads a stored spec leniently: its scenario file need not exist here.
+    """
+    try:
+        merged = apply_overrides(raw, overrides or {})
+        return _build(merged, Path(source).stem, check_files=check_files)
+    except _Invalid as exc:
+        raise UsageError(f"spec {source}: {exc}") from None
+
+
+def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Read a TOML spec and apply overrides; any problem is one UsageError line."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"spec {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"spec {path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"spec {path}: not valid TOML: {exc}") from None
+    return spec_from_dict(raw, source=str(path), overrides=overrides)
+
+
+def spec_from_manifest(manifest: Mapping[str, Any], source: str) -> SweepSpec:
+    """Load the spec a sweep stored in its manifest back into a SweepSpec (leniently)."""
+    raw = manifest.get("spec")
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: no spec in the manifest")
+    return spec_from_dict(raw, source=source, check_files=False)
