@@ -43,7 +43,12 @@ LOCUST_HISTORY_FILE = f"{LOCUST_CSV_PREFIX}{LOCUST_HISTORY_SUFFIX}"
 # totals, and each process's raw requests.
 WINDOW_FILE = "window.jsonl"
 SUMMARY_FILE = "summary.json"
-LATENCY_FILE_PREFIX = "latency-"  # latency-<pid>.txt
+LATENCY_FILE_PREFIX = "latency-"  # latency-<pid>.txt: every request of one Locust process
+# Its format (documented in scenarios/common.py, read by bench/sweep/arrivals.py): a header line
+# `REQUESTS_HEADER{json}`, then `intended_epoch sent_epoch done_epoch response_ms outcome` lines.
+REQUESTS_FORMAT = 2
+REQUESTS_HEADER = "#poolbench-requests "
+OUTCOME_OK, OUTCOME_FAILED, OUTCOME_OUTSTANDING, OUTCOME_DROPPED = 0, 1, 2, 3
 
 # --- runs.csv ---------------------------------------------------------------------------------
 POINT_COLUMNS = (
@@ -51,19 +56,25 @@ POINT_COLUMNS = (
     "users", "pg_max_size", "pg_max_connections", "queries_per_request", "sim_latency_ms",
     "think_time_s", "spawn_rate", "duration_s",
 )  # fmt: skip
-# Client (Locust), measured window only.
+# Client (Locust), measured window only; in open-model runs latency counts from the intended
+# start, and the load generator's lateness and dropped arrivals are reported.
 CLIENT_COLUMNS = (
     "requests", "failures", "error_rate", "rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms",
+    "schedule_lag_p95_ms", "dropped_arrivals", "inflight_at_end",
 )  # fmt: skip
-# App telemetry of the SQLAlchemy pool.
+# App telemetry: the SQLAlchemy pool, requests in flight and statements, the asyncpg pool.
 TELEMETRY_COLUMNS = (
     "acquire_wait_mean_ms", "acquire_wait_p95_ms", "acquire_wait_p99_ms", "hold_time_mean_ms",
     "hold_time_p95_ms", "peak_checked_out", "pool_timeouts", "connections_opened",
+    "app_inflight_mean", "app_inflight_peak", "statements_per_request",
+    "pg_pool_acquire_wait_p95_ms", "pg_pool_hold_time_mean_ms", "pg_pool_peak_checked_out",
+    "pg_pool_timeouts",
 )  # fmt: skip
 DB_COLUMNS = ("pg_peak_connections", "pg_xact_commit")
+# CPU in percent of one core, except host_cpu_pct: percent of the whole host (all cores).
 CPU_COLUMNS = (
     "app_cpu_pct", "locust_cpu_pct", "pg_cpu_pct", "app_peak_rss_mb", "locust_peak_rss_mb",
-    "pg_peak_rss_mb", "locust_cpu_warning", "host_cores",
+    "pg_peak_rss_mb", "locust_cpu_warning", "host_cores", "host_cpu_pct", "downstream_cpu_pct",
 )  # fmt: skip
 VERDICT_COLUMNS = ("bottleneck",)
 RUNS_CSV_COLUMNS = (
@@ -73,9 +84,9 @@ STRING_COLUMNS = ("run_id", "scenario", "bottleneck")
 BOOL_COLUMNS = ("locust_cpu_warning",)
 
 # --- bottleneck labels ------------------------------------------------------------------------
-BOTTLENECKS = ("pool", "app_cpu", "database", "load_generator", "none")
+BOTTLENECKS = ("pool", "app_cpu", "host_cpu", "database", "load_generator", "none")
 # Runs limited by something other than the pool say nothing about pool sizing.
-UNTRUSTED_BOTTLENECKS = ("app_cpu", "load_generator")
+UNTRUSTED_BOTTLENECKS = ("app_cpu", "host_cpu", "load_generator")
 
 
 def csv_row(point: Mapping[str, Any], figures: Mapping[str, Any]) -> dict[str, Any]:

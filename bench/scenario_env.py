@@ -20,6 +20,9 @@ DEFAULT_USERS = 32
 DEFAULT_SPAWN_RATE = 100.0
 DEFAULT_DURATION_S = 60.0
 DEFAULT_STEPS = 5
+# Concurrent open-model requests per Locust process. Generous: reaching it means the server
+# is far behind the offered rate; the run then reports the dropped arrivals.
+DEFAULT_MAX_INFLIGHT = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +33,7 @@ class ScenarioEnv:
     seed_users: int = DEFAULT_SEED_USERS
     think_time_s: float = 0.0
     open_rps: float = 0.0  # per user; > 0 makes each user a Poisson arrival process
+    max_inflight: int = DEFAULT_MAX_INFLIGHT  # open model: the cap per Locust process
     queries: int = DEFAULT_QUERIES
     fanout_calls: int = DEFAULT_FANOUT_CALLS
     shape: str = "constant"
@@ -67,4 +71,12 @@ class ScenarioEnv:
                 values[f.name] = int(raw)
             else:
                 values[f.name] = float(raw)
-        return cls(**values)  # type: ignore[arg-type]
+        env = cls(**values)  # type: ignore[arg-type]
+        if env.max_inflight < 1:
+            raise ValueError(f"{PREFIX}MAX_INFLIGHT must be >= 1, not {env.max_inflight}")
+        return env
+
+    @property
+    def open_model(self) -> bool:
+        """True when users are Poisson arrival processes rather than a closed loop."""
+        return self.open_rps > 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.scenario_env import DEFAULT_MAX_INFLIGHT
 from sample_app.config import settings_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +20,7 @@ SHAPES = ("constant", "step", "spike")
 # Every default of the spec, in one place.
 DEFAULT_SHAPE = "constant"
 DEFAULT_OPEN_MODEL_RPS = 0.0
+DEFAULT_OPEN_MODEL_MAX_INFLIGHT = DEFAULT_MAX_INFLIGHT  # per Locust process
 DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_OVERFLOW = 10
 DEFAULT_HTTP_CONCURRENCY_LIMIT = 20
@@ -99,12 +101,30 @@ class Slo:
         """True when there is anything to check."""
         return self.p95_ms is not None or self.max_error_rate is not None
 
-    def passes(self, p95_ms: float, error_rate: float | None) -> bool:
-        """True when both figures are within the objective (a missing p95 fails)."""
-        if self.p95_ms is not None and not (p95_ms <= self.p95_ms):
-            return False
-        err = 0.0 if error_rate is None or math.isnan(error_rate) else error_rate
-        return self.max_error_rate is None or err <= self.max_error_rate
+    def failure(self, row: Mapping[Any, Any]) -> str | None:
+        """Why a run or config (a runs.csv or aggregated row) misses the objective, or None.
+
+        A window in which no request completed, or whose p95 or error rate is unknown, fails:
+        nothing measured is not a pass.
+        """
+        if _number(row.get("requests")) == 0 or _number(row.get("empty_windows")) > 0:
+            return "no request completed in the measured window"
+        p95 = _number(row.get("p95_ms"))
+        errors = _number(row.get("error_rate"))
+        if math.isnan(p95):
+            return "p95 unknown"
+        if self.p95_ms is not None and not p95 <= self.p95_ms:
+            return f"p95 {p95:.1f} ms > {self.p95_ms:g} ms"
+        if self.max_error_rate is not None:
+            if math.isnan(errors):
+                return "error rate unknown"
+            if not errors <= self.max_error_rate:
+                return f"errors {errors:.2%} > {self.max_error_rate:.2%}"
+        return None
+
+    def passes(self, row: Mapping[Any, Any]) -> bool:
+        """True when the row meets the objective (see `failure`)."""
+        return self.failure(row) is None
 
     def describe(self) -> str:
         """Human summary, e.g. `p95 <= 250 ms, errors <= 1.00%`."""
@@ -202,6 +222,7 @@ class Point:
     think_time_s: float
     fanout_calls: int
     open_model_rps: float
+    open_model_max_inflight: int
     spawn_rate: float
     warmup_s: float
     duration_s: float
@@ -229,6 +250,7 @@ class SweepSpec:
     scenario: str
     shape: str = DEFAULT_SHAPE
     open_model_rps: float = DEFAULT_OPEN_MODEL_RPS
+    open_model_max_inflight: int = DEFAULT_OPEN_MODEL_MAX_INFLIGHT
     description: str = ""
     grid: Grid = field(default_factory=Grid)
     workload: Workload = field(default_factory=Workload)
@@ -277,6 +299,7 @@ class SweepSpec:
             shape=self.shape,
             repetition=rep,
             open_model_rps=self.open_model_rps,
+            open_model_max_inflight=self.open_model_max_inflight,
             spawn_rate=self.timing.spawn_rate,
             warmup_s=self.timing.warmup_s,
             duration_s=self.timing.duration_s,
@@ -308,6 +331,14 @@ def _axes(spec: SweepSpec) -> dict[str, tuple[Any, ...]]:
         "think_time_s": grid.think_time_s or (spec.workload.think_time_s,),
         "fanout_calls": grid.fanout_calls or (spec.workload.fanout_calls,),
     }
+
+
+def _number(value: Any) -> float:
+    """A figure as a float; missing or unparseable is NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _fmt(value: float) -> str:

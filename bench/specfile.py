@@ -15,6 +15,7 @@ from typing import Any, TypeGuard
 from bench.errors import UsageError
 from bench.spec import (
     DEFAULT_HEALTH_PATH,
+    DEFAULT_OPEN_MODEL_MAX_INFLIGHT,
     DEFAULT_OPEN_MODEL_RPS,
     DEFAULT_SHAPE,
     SCENARIOS_DIR,
@@ -214,6 +215,7 @@ _TOP_LEVEL = {
     "scenario",
     "shape",
     "open_model_rps",
+    "open_model_max_inflight",
     "description",
     "grid",
     "workload",
@@ -252,6 +254,11 @@ def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> S
         scenario=scenario,
         shape=shape,
         open_model_rps=_num(raw.get("open_model_rps", DEFAULT_OPEN_MODEL_RPS), "open_model_rps", 0),
+        open_model_max_inflight=_int(
+            raw.get("open_model_max_inflight", DEFAULT_OPEN_MODEL_MAX_INFLIGHT),
+            "open_model_max_inflight",
+            1,
+        ),
         description=description,
         grid=_grid(_table(raw, "grid"), workload_raw),
         workload=_workload(workload_raw),

@@ -1,22 +1,25 @@
 """Engine, sessions and the direct asyncpg pool, with the telemetry hooks of both pools.
 
 Everything here is created once per process by the app's lifespan; nothing in a request path
-creates an engine or a pool.
+creates an engine or a pool. Both paths count every statement they send for the current
+request and fold the simulated latency into the statement itself (`fold_sim_latency`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import event, exc, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,7 +30,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProx
 
 from sample_app.config import Settings
 from sample_app.models import Base
-from sample_app.telemetry import PoolTelemetry
+from sample_app.telemetry import PoolTelemetry, count_statement
 
 # Any constant works; every process creating the schema takes the same transaction-level lock,
 # so concurrent start-ups serialise instead of racing on CREATE TABLE.
@@ -109,25 +112,90 @@ def _instrument_pool_events(engine: AsyncEngine, telemetry: PoolTelemetry) -> No
             telemetry.record_hold(time.perf_counter() - started)
 
 
-def _install_sim_latency(engine: AsyncEngine) -> None:
-    """Run `pg_sleep` before every statement on connections carrying the latency option."""
+# Statements whose first keyword is one of these return rows, or may with RETURNING.
+_READS = frozenset({"select", "with", "values", "table"})
+_WRITES = frozenset({"insert", "update", "delete"})
+_FIRST_KEYWORD = re.compile(r"[\s(]*([A-Za-z]+)")
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+# The newline after the statement ends a trailing `--` comment before the closing parenthesis.
+_SIM_ROWS = (
+    "WITH _poolbench_sim AS MATERIALIZED (SELECT pg_sleep({seconds:.6f})), "
+    "_poolbench_q AS MATERIALIZED ({statement}\n) "
+    "SELECT * FROM _poolbench_q WHERE EXISTS (SELECT FROM _poolbench_sim)"
+)
+_SIM_NO_ROWS = (
+    "WITH _poolbench_sim AS MATERIALIZED (SELECT pg_sleep({seconds:.6f})), "
+    "_poolbench_q AS MATERIALIZED ({statement}\nRETURNING NULL) "
+    "SELECT FROM _poolbench_q WHERE EXISTS (SELECT FROM _poolbench_sim)"
+)
 
-    @event.listens_for(engine.sync_engine, "before_execute")
-    def _sleep_first(
+
+@lru_cache(maxsize=4096)
+def fold_sim_latency(statement: str, seconds: float) -> str:
+    """Return `statement` rewritten to sleep `seconds` once, inside itself: one round trip.
+
+    The statement becomes a CTE next to `pg_sleep` in another, and the outer query reads it
+    back gated by `WHERE EXISTS (SELECT FROM <sleep CTE>)`. A MATERIALIZED CTE is computed at
+    most once per execution; the uncorrelated EXISTS is a one-time filter evaluated before the
+    first row. So the sleep runs exactly once per statement, never per row, also when no row
+    comes back (the statement's CTE is MATERIALIZED too, so a statement the planner proves
+    empty cannot drop the gate). `SELECT *` returns the rows in their order with their column
+    names and types. A write without RETURNING gets `RETURNING NULL` and an empty select list:
+    no columns, and the command tag `SELECT n` carries the rows affected (the driver's
+    rowcount). Other statements (utility, DDL) are returned unchanged. The latency is a
+    constant literal, so the text is the same on every call and prepared-statement caches keep
+    hitting; this function's cache keeps the rewrite off the hot path.
+    """
+    match = _FIRST_KEYWORD.match(statement)
+    keyword = match.group(1).lower() if match else ""
+    body = statement.rstrip().removesuffix(";")
+    if keyword in _READS or (keyword in _WRITES and _RETURNING.search(statement)):
+        return _SIM_ROWS.format(seconds=seconds, statement=body)
+    if keyword in _WRITES:
+        return _SIM_NO_ROWS.format(seconds=seconds, statement=body)
+    return statement
+
+
+def _count_statements(engine: AsyncEngine) -> None:
+    """Attribute every statement sent to the request that sent it (see count_statement).
+
+    `before_cursor_execute` fires once per statement handed to the driver, including each
+    batch of an insertmanyvalues INSERT; transaction control (BEGIN, COMMIT, ROLLBACK) and
+    pool_pre_ping's ping go through the driver directly, so they are not the handler's
+    statements and are not counted.
+    """
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(
         conn: Connection,
-        clauseelement: Any,
-        multiparams: Any,
-        params: Any,
-        execution_options: Mapping[str, Any],
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
     ) -> None:
-        seconds = execution_options.get(SIM_LATENCY_OPTION, 0)
+        count_statement()
+
+
+def _install_sim_latency(engine: AsyncEngine) -> None:
+    """Fold `pg_sleep` into every statement on connections carrying the latency option."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute", retval=True)
+    def _fold(
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> tuple[str, Any]:
+        # No context only for the dialect's own special-case statements (sequences, defaults).
+        options = conn.get_execution_options() if context is None else context.execution_options
+        seconds = options.get(SIM_LATENCY_OPTION, 0)
         if seconds > 0:
-            # Same connection, same transaction: the lease lasts at least the simulated time.
-            # A float literal, not a parameter: one constant statement for the statement cache.
-            conn.exec_driver_sql(
-                f"select pg_sleep({float(seconds):.6f})",
-                execution_options={SIM_LATENCY_OPTION: 0},
-            )
+            # Same statement, same connection: the lease lasts at least the simulated time.
+            statement = fold_sim_latency(statement, float(seconds))
+        return statement, parameters
 
 
 def build_engine(settings: Settings, telemetry: PoolTelemetry) -> AsyncEngine:
@@ -143,6 +211,7 @@ def build_engine(settings: Settings, telemetry: PoolTelemetry) -> AsyncEngine:
         echo=settings.db_echo,
     )
     _instrument_pool_events(engine, telemetry)
+    _count_statements(engine)
     _install_sim_latency(engine)
     return engine
 
@@ -177,21 +246,64 @@ async def max_user_id(engine: AsyncEngine) -> int:
         return int(await conn.scalar(text("select coalesce(max(id), 0) from users")) or 0)
 
 
+class PgConnection:
+    """A leased asyncpg connection as handlers see it: one call is one statement, one round trip.
+
+    Every call counts as a statement of the current request and, on a request lease, carries
+    the simulated latency folded into the statement (`fold_sim_latency`). Counting here rather
+    than with asyncpg's query logger: the logger also sees the pool's reset query on release
+    and misses prepared statements.
+    """
+
+    __slots__ = ("_conn", "_sim_latency_s")
+
+    def __init__(self, conn: PoolConnectionProxy[asyncpg.Record], sim_latency_s: float) -> None:
+        self._conn = conn
+        self._sim_latency_s = sim_latency_s
+
+    def _statement(self, query: str) -> str:
+        count_statement()
+        if self._sim_latency_s > 0:
+            return fold_sim_latency(query, self._sim_latency_s)
+        return query
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        """Run the query; return every row."""
+        return await self._conn.fetch(self._statement(query), *args)
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        """Run the query; return the first row or None."""
+        return await self._conn.fetchrow(self._statement(query), *args)
+
+    async def fetchval(self, query: str, *args: object) -> Any:
+        """Run the query; return the first column of the first row, or None."""
+        return await self._conn.fetchval(self._statement(query), *args)
+
+
 class PgPool:
     """The direct asyncpg pool, with acquire wait, lease time and timeouts recorded."""
 
     def __init__(
-        self, pool: asyncpg.Pool, telemetry: PoolTelemetry, *, acquire_timeout_s: float
+        self,
+        pool: asyncpg.Pool,
+        telemetry: PoolTelemetry,
+        *,
+        acquire_timeout_s: float,
+        sim_latency_s: float = 0.0,
     ) -> None:
         self._pool = pool
         self.telemetry = telemetry
         self.acquire_timeout_s = acquire_timeout_s
+        self.sim_latency_s = sim_latency_s
 
     @asynccontextmanager
     async def acquire(
-        self, timeout_s: float | None = None
-    ) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
-        """Lease a connection; raise PgPoolTimeoutError when none frees up in time."""
+        self, timeout_s: float | None = None, *, simulate_latency: bool = True
+    ) -> AsyncIterator[PgConnection]:
+        """Lease a connection; raise PgPoolTimeoutError when none frees up in time.
+
+        `simulate_latency=False` for probes (health checks): only request queries sleep.
+        """
         timeout = self.acquire_timeout_s if timeout_s is None else timeout_s
         started = time.perf_counter()
         try:
@@ -203,7 +315,7 @@ class PgPool:
         self.telemetry.record_acquire(acquired - started)
         self.telemetry.record_checkout()
         try:
-            yield conn
+            yield PgConnection(conn, self.sim_latency_s if simulate_latency else 0.0)
         finally:
             # Uncount first: release() requeues the connection and a waiter may take it before
             # this task resumes, which would show more checked out than max_size.
@@ -241,4 +353,9 @@ async def create_pg_pool(settings: Settings, telemetry: PoolTelemetry) -> PgPool
         max_inactive_connection_lifetime=settings.pg_pool_max_inactive_s,
         init=_init,
     )
-    return PgPool(pool, telemetry, acquire_timeout_s=settings.pg_pool_acquire_timeout_s)
+    return PgPool(
+        pool,
+        telemetry,
+        acquire_timeout_s=settings.pg_pool_acquire_timeout_s,
+        sim_latency_s=settings.sim_query_latency_ms / 1000,
+    )

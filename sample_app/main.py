@@ -26,9 +26,14 @@ from sample_app.db import (
     max_user_id,
 )
 from sample_app.deps import Resources, UserIds
-from sample_app.middleware import AccessLogMiddleware, RequestIDMiddleware, TimingMiddleware
+from sample_app.middleware import (
+    AccessLogMiddleware,
+    InFlightMiddleware,
+    RequestIDMiddleware,
+    TimingMiddleware,
+)
 from sample_app.problems import REQUEST_ID_HEADER, install_problem_handlers
-from sample_app.routes import ROUTERS
+from sample_app.routes import ROUTERS, UNCOUNTED_PATHS
 from sample_app.telemetry import Telemetry
 
 logger = logging.getLogger("sample_app")
@@ -98,12 +103,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for these settings (default: from the environment); connect nothing yet."""
     settings = settings or get_settings()
+    telemetry = Telemetry(
+        db_pool_size=settings.db_pool_size,
+        db_max_overflow=settings.db_max_overflow,
+        pg_pool_max_size=settings.pg_pool_max_size,
+        http_concurrency_limit=settings.http_concurrency_limit,
+    )
     app = FastAPI(
         title="poolbench sample app",
         lifespan=lifespan,
-        # Outermost first. CORS answers preflights before anything else runs; the request id
-        # wraps timing and logging so both can use it.
+        # Outermost first. In-flight counting sees the whole request; CORS answers preflights
+        # before anything else runs; the request id wraps timing and logging so both can use it.
         middleware=[
+            Middleware(
+                InFlightMiddleware,
+                telemetry=telemetry.requests,
+                uncounted=UNCOUNTED_PATHS,
+            ),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
@@ -117,12 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.state.settings = settings
-    app.state.telemetry = Telemetry(
-        db_pool_size=settings.db_pool_size,
-        db_max_overflow=settings.db_max_overflow,
-        pg_pool_max_size=settings.pg_pool_max_size,
-        http_concurrency_limit=settings.http_concurrency_limit,
-    )
+    app.state.telemetry = telemetry
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -134,6 +134,17 @@ class HttpSnapshot(BaseModel):
     timeouts: int
 
 
+class RequestsSnapshot(BaseModel):
+    """HTTP requests through the app (telemetry and health endpoints not counted)."""
+
+    in_flight: int
+    inflight_mean: float
+    inflight_peak: int
+    completed: int
+    statements: int
+    statements_per_request: float | None
+
+
 class TelemetrySnapshot(BaseModel):
     """Body of GET /telemetry, exactly the contract of docs/DESIGN.md."""
 
@@ -141,3 +152,4 @@ class TelemetrySnapshot(BaseModel):
     sqlalchemy: PoolSnapshot
     asyncpg: PoolSnapshot
     http: HttpSnapshot
+    requests: RequestsSnapshot

@@ -1,4 +1,4 @@
-"""Pool and downstream telemetry: Prometheus metrics plus an exact JSON snapshot per window.
+"""Pool, request and downstream telemetry: Prometheus metrics plus an exact JSON window snapshot.
 
 Two views of the same events:
 - Prometheus (`/metrics`): cumulative counters and bucketed histograms in a registry owned by
@@ -19,10 +19,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sample_app.schemas import HttpSnapshot, PoolSnapshot, TelemetrySnapshot, WindowStats
+from sample_app.schemas import (
+    HttpSnapshot,
+    PoolSnapshot,
+    RequestsSnapshot,
+    TelemetrySnapshot,
+    WindowStats,
+)
 
 DEFAULT_WINDOW_SAMPLES = 200_000
 # Seconds; from sub-millisecond checkouts of an idle pool to waits that hit a 30 s pool_timeout.
@@ -46,6 +52,27 @@ class RequestPoolWait:
 current_pool_wait: ContextVar[RequestPoolWait | None] = ContextVar(
     "current_pool_wait", default=None
 )
+
+
+class RequestStatements:
+    """SQL statements one request has sent so far (the middleware hands it to the DB hooks)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+# Set by the in-flight middleware for every counted request; None outside one (start-up, health
+# checks, telemetry endpoints, the seed), so those statements are never attributed. A mutable
+# object for the same reason as current_pool_wait.
+current_request: ContextVar[RequestStatements | None] = ContextVar("current_request", default=None)
+
+
+def count_statement() -> None:
+    """Attribute one SQL statement sent to the database to the current request, if any."""
+    if (request := current_request.get()) is not None:
+        request.count += 1
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -276,13 +303,79 @@ class HttpTelemetry:
         )
 
 
+class RequestTelemetry:
+    """HTTP requests in flight, integrated over time, and the SQL statements they sent.
+
+    The in-flight count is a step function of time; its integral (request-seconds) is kept
+    exactly by adding `in_flight x elapsed` at every step, so the window's mean in flight is
+    that area divided by the window length. Everything here is plain arithmetic on the event
+    loop thread: no locks, no allocation per request beyond the caller's RequestStatements.
+    Totals are cumulative (Prometheus reads them); the window subtracts the values at reset.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.completed_total = 0
+        self.statements_total = 0
+        self._area = 0.0  # request-seconds up to self._changed
+        self._changed = now
+        self._window_area = 0.0
+        self._window_completed = 0
+        self._window_statements = 0
+
+    def area(self, now: float) -> float:
+        """Return the request-seconds in flight since process start, up to `now`."""
+        return self._area + self.in_flight * (now - self._changed)
+
+    def start(self, now: float) -> None:
+        """Count a request entering the app at `now` (perf_counter seconds)."""
+        self._area += self.in_flight * (now - self._changed)
+        self._changed = now
+        self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+
+    def finish(self, now: float, statements: int) -> None:
+        """Count a request leaving the app at `now`, with every statement it sent."""
+        self._area += self.in_flight * (now - self._changed)
+        self._changed = now
+        self.in_flight -= 1
+        self.completed_total += 1
+        self.statements_total += statements
+
+    def reset_window(self, now: float) -> None:
+        """Start a new window at `now`; requests still in flight count from here on."""
+        self._window_area = self.area(now)
+        self._window_completed = self.completed_total
+        self._window_statements = self.statements_total
+        self.peak_in_flight = self.in_flight
+
+    def inflight_mean(self, now: float, window_s: float) -> float:
+        """Return the exact mean of requests in flight over a window of `window_s` to `now`."""
+        return (self.area(now) - self._window_area) / window_s if window_s > 0 else 0.0
+
+    def snapshot(self, now: float, window_s: float) -> RequestsSnapshot:
+        """Return the window figures in the /telemetry shape."""
+        completed = self.completed_total - self._window_completed
+        statements = self.statements_total - self._window_statements
+        return RequestsSnapshot(
+            in_flight=self.in_flight,
+            inflight_mean=round(self.inflight_mean(now, window_s), 4),
+            inflight_peak=self.peak_in_flight,
+            completed=completed,
+            statements=statements,
+            statements_per_request=round(statements / completed, 4) if completed else None,
+        )
+
+
 class _GaugeCollector(Collector):
     """Instant values read at scrape time, so there is no second copy to keep in sync."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         pools = (self._telemetry.sqlalchemy, self._telemetry.asyncpg)
         gauges = {
             "poolbench_pool_size": ("Base size of the pool.", lambda p: p.pool_size),
@@ -313,6 +406,42 @@ class _GaugeCollector(Collector):
             ("poolbench_http_concurrency_limit", "Semaphore limit on calls.", http.limit),
         ):
             yield GaugeMetricFamily(name, doc, value=number)
+        yield from self._request_metrics()
+
+    def _request_metrics(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        telemetry = self._telemetry
+        requests = telemetry.requests
+        now = time.perf_counter()
+        window_s = now - telemetry.window_started
+        for name, doc, number in (
+            ("poolbench_requests_in_flight", "HTTP requests in the app now.", requests.in_flight),
+            (
+                "poolbench_requests_peak_in_flight",
+                "Most HTTP requests in the app at once in this window.",
+                requests.peak_in_flight,
+            ),
+            (
+                "poolbench_requests_mean_in_flight",
+                "Mean HTTP requests in the app over this window (exact time average).",
+                requests.inflight_mean(now, window_s),
+            ),
+        ):
+            yield GaugeMetricFamily(name, doc, value=number)
+        # Counters for scrapers: rate(in_flight_seconds) is the mean in flight over any range.
+        for name, doc, number in (
+            (
+                "poolbench_requests_in_flight_seconds",
+                "Integral of HTTP requests in flight over time (request-seconds).",
+                requests.area(now),
+            ),
+            ("poolbench_requests_completed", "HTTP requests completed.", requests.completed_total),
+            (
+                "poolbench_request_statements",
+                "SQL statements sent by completed HTTP requests.",
+                requests.statements_total,
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=number)
 
 
 class Telemetry:
@@ -337,21 +466,28 @@ class Telemetry:
             "asyncpg", pool_size=pg_pool_max_size, max_overflow=0, metrics=metrics
         )
         self.http = HttpTelemetry(limit=http_concurrency_limit, registry=self.registry)
+        # One clock for the window and the in-flight integral, so the mean is area / window_s.
+        self.window_started = time.perf_counter()
+        self.requests = RequestTelemetry(self.window_started)
         self.registry.register(_GaugeCollector(self))
-        self.window_started = time.monotonic()
 
     def reset_window(self) -> None:
         """Start a new measurement window (Prometheus counters keep counting)."""
+        now = time.perf_counter()
         self.sqlalchemy.reset_window()
         self.asyncpg.reset_window()
         self.http.reset_window()
-        self.window_started = time.monotonic()
+        self.requests.reset_window(now)
+        self.window_started = now
 
     def snapshot(self) -> TelemetrySnapshot:
         """Return the /telemetry body for the current window."""
+        now = time.perf_counter()
+        window_s = now - self.window_started
         return TelemetrySnapshot(
-            window_s=round(time.monotonic() - self.window_started, 3),
+            window_s=round(window_s, 3),
             sqlalchemy=self.sqlalchemy.snapshot(),
             asyncpg=self.asyncpg.snapshot(),
             http=self.http.snapshot(),
+            requests=self.requests.snapshot(now, window_s),
         )

@@ -1,17 +1,15 @@
 """A user with orders and items (selectinload: several queries in one session)."""
 
-from locust import FastHttpUser, task
+from locust import task
 
-from scenarios.common import pacing, random_user_id
+from scenarios.common import PoolbenchUser, random_user_id
 from scenarios.shapes import shape_from_env
 
 LoadShape = shape_from_env()
 
 
-class CollectionUser(FastHttpUser):
+class CollectionUser(PoolbenchUser):
     """Reads a user's orders with their items."""
-
-    wait_time = pacing()
 
     @task
     def get_orders(self) -> None:

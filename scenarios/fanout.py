@@ -1,17 +1,15 @@
 """K concurrent downstream calls per request, bounded by the app's semaphore; K from env."""
 
-from locust import FastHttpUser, task
+from locust import task
 
-from scenarios.common import SETTINGS, pacing
+from scenarios.common import SETTINGS, PoolbenchUser
 from scenarios.shapes import shape_from_env
 
 LoadShape = shape_from_env()
 
 
-class FanoutUser(FastHttpUser):
+class FanoutUser(PoolbenchUser):
     """Asks the app to fan out to the downstream stub."""
-
-    wait_time = pacing()
 
     @task
     def get_fanout(self) -> None:

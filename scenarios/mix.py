@@ -1,17 +1,15 @@
 """A weighted mix of every endpoint, roughly a read-mostly production API."""
 
-from locust import FastHttpUser, task
+from locust import task
 
-from scenarios.common import SETTINGS, order_body, pacing, random_user_id
+from scenarios.common import SETTINGS, PoolbenchUser, order_body, random_user_id
 from scenarios.shapes import shape_from_env
 
 LoadShape = shape_from_env()
 
 
-class MixUser(FastHttpUser):
+class MixUser(PoolbenchUser):
     """Reads most of the time, writes and fans out now and then."""
-
-    wait_time = pacing()
 
     @task(10)
     def get_user(self) -> None:

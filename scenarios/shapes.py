@@ -7,28 +7,12 @@ in the locustfile's namespace, and `None` there means no shape.
 from __future__ import annotations
 
 import math
-import os
 
 from locust import LoadTestShape
 
-DEFAULT_USERS = 32
-DEFAULT_SPAWN_RATE = 100.0
-DEFAULT_DURATION_S = 60.0
-DEFAULT_STEPS = 5
+from bench.scenario_env import ScenarioEnv
+
 DEFAULT_SPIKE_BASE_SHARE = 0.25  # users outside the spike, as a share of the peak
-
-
-def _users() -> int:
-    return int(os.environ.get("POOLBENCH_USERS", DEFAULT_USERS))
-
-
-def _spawn_rate() -> float:
-    return float(os.environ.get("POOLBENCH_SPAWN_RATE", DEFAULT_SPAWN_RATE))
-
-
-def _duration_s() -> float:
-    """Whole run time, warm-up included."""
-    return float(os.environ.get("POOLBENCH_DURATION_S", DEFAULT_DURATION_S))
 
 
 class StepShape(LoadTestShape):
@@ -36,10 +20,11 @@ class StepShape(LoadTestShape):
 
     def __init__(self) -> None:
         super().__init__()
-        self.users = _users()
-        self.steps = max(1, int(os.environ.get("POOLBENCH_STEPS", DEFAULT_STEPS)))
-        self.duration_s = _duration_s()
-        self.spawn_rate = _spawn_rate()
+        env = ScenarioEnv.from_env()
+        self.users = env.users
+        self.steps = max(1, env.steps)
+        self.duration_s = env.duration_s
+        self.spawn_rate = env.spawn_rate
 
     def tick(self) -> tuple[int, float] | None:
         run_time = self.get_run_time()
@@ -54,10 +39,11 @@ class SpikeShape(LoadTestShape):
 
     def __init__(self) -> None:
         super().__init__()
-        self.users = _users()
+        env = ScenarioEnv.from_env()
+        self.users = env.users
         self.base_users = max(1, round(self.users * DEFAULT_SPIKE_BASE_SHARE))
-        self.duration_s = _duration_s()
-        self.spawn_rate = _spawn_rate()
+        self.duration_s = env.duration_s
+        self.spawn_rate = env.spawn_rate
 
     def tick(self) -> tuple[int, float] | None:
         run_time = self.get_run_time()
@@ -80,7 +66,7 @@ SHAPES: dict[str, type[LoadTestShape]] = {"step": StepShape, "spike": SpikeShape
 
 def shape_from_env() -> type[LoadTestShape] | None:
     """Return the shape class named by POOLBENCH_SHAPE, or None for constant load."""
-    name = os.environ.get("POOLBENCH_SHAPE", "constant")
+    name = ScenarioEnv.from_env().shape
     if name == "constant":
         return None
     if name not in SHAPES:

@@ -1,17 +1,15 @@
 """One single-row read per request: the simplest pool-bound workload."""
 
-from locust import FastHttpUser, task
+from locust import task
 
-from scenarios.common import pacing, random_user_id
+from scenarios.common import PoolbenchUser, random_user_id
 from scenarios.shapes import shape_from_env
 
 LoadShape = shape_from_env()
 
 
-class SingleQueryUser(FastHttpUser):
+class SingleQueryUser(PoolbenchUser):
     """Reads one user by id."""
-
-    wait_time = pacing()
 
     @task
     def get_user(self) -> None:

@@ -1,17 +1,15 @@
 """Mostly writes: one order with items per request, in one transaction."""
 
-from locust import FastHttpUser, task
+from locust import task
 
-from scenarios.common import order_body, pacing, random_user_id
+from scenarios.common import PoolbenchUser, order_body, random_user_id
 from scenarios.shapes import shape_from_env
 
 LoadShape = shape_from_env()
 
 
-class WriteHeavyUser(FastHttpUser):
+class WriteHeavyUser(PoolbenchUser):
     """Creates orders, with an occasional read of a user."""
-
-    wait_time = pacing()
 
     @task(9)
     def create_order(self) -> None:

@@ -20,10 +20,17 @@ CONFIDENCE = 0.95
 MEAN_COLUMNS = (
     "rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "error_rate", "acquire_wait_p95_ms",
     "acquire_wait_p99_ms", "hold_time_mean_ms", "hold_time_p95_ms", "app_cpu_pct",
-    "locust_cpu_pct", "pg_cpu_pct",
+    "locust_cpu_pct", "pg_cpu_pct", "host_cpu_pct", "downstream_cpu_pct", "schedule_lag_p95_ms",
+    "app_inflight_mean", "statements_per_request", "pg_pool_acquire_wait_p95_ms",
+    "pg_pool_hold_time_mean_ms",
 )  # fmt: skip
-MAX_COLUMNS = ("peak_checked_out", "pg_peak_connections")
-SUM_COLUMNS = ("pool_timeouts", "requests", "failures")
+MAX_COLUMNS = (
+    "peak_checked_out", "pg_peak_connections", "app_inflight_peak", "pg_pool_peak_checked_out",
+)  # fmt: skip
+SUM_COLUMNS = (
+    "pool_timeouts", "requests", "failures", "dropped_arrivals", "inflight_at_end",
+    "pg_pool_timeouts",
+)  # fmt: skip
 
 
 def untrusted(frame: pd.DataFrame) -> pd.Series:
@@ -83,6 +90,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             grouped.size().rename("reps"),
             grouped["bottleneck"].agg(_mode),
             grouped["locust_cpu_warning"].any(),
+            # Runs whose window completed no request: such a config fails any SLO.
+            grouped["requests"].agg(lambda r: int((r == 0).sum())).rename("empty_windows"),
         ],
         axis=1,
     ).reset_index()

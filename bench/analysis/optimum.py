@@ -48,12 +48,7 @@ def find_optimum(
         return Optimum(
             row=None, slo_met=False, fits_fleet=None, best_rps=math.nan, reason="no throughput"
         )
-    passing = candidates[
-        [
-            slo.passes(p, e)
-            for p, e in zip(candidates["p95_ms"], candidates["error_rate"], strict=True)
-        ]
-    ]
+    passing = candidates[[slo.passes(row) for row in candidates.to_dict("records")]]
     slo_met = not passing.empty
     pool = passing if slo_met else candidates
     if not slo_met and slo.is_set:
@@ -87,6 +82,8 @@ def find_optimum(
     )
     if slo_met and slo.is_set:
         reason += f", meeting the SLO ({slo.describe()})"
+    elif slo.is_set:
+        notes.append(f"this config fails because: {slo.failure(chosen.to_dict())}")
     return Optimum(
         row={str(k): v for k, v in chosen.to_dict().items()},
         slo_met=slo_met if slo.is_set else True,

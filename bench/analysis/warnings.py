@@ -35,6 +35,7 @@ def collect_warnings(analysis: Analysis) -> list[str]:
         )
     for label, what in (
         ("load_generator", "load-generator-bound (Locust CPU saturated)"),
+        ("host_cpu", "host-CPU-bound (all cores busy together)"),
         ("app_cpu", "app-CPU-bound"),
     ):
         hit = runs[runs["bottleneck"] == label]
@@ -55,6 +56,7 @@ def collect_warnings(analysis: Analysis) -> list[str]:
             f"{len(timeouts)} run(s) hit pool timeouts ({int(timeouts['pool_timeouts'].sum())} "
             f"in total): {_ids(timeouts)}"
         )
+    out.extend(load_generator_warnings(runs))
     fleet = analysis.fleet
     for workload in analysis.workloads:
         optimum = workload.optimum
@@ -104,3 +106,35 @@ def semaphore_warnings(row: Mapping[str, Any]) -> list[str]:
             f"{connections:g}"
         ]
     return []
+
+
+# A load generator sending this late (p95) is no longer keeping the offered schedule.
+DEFAULT_LAG_WARN_MS = 10.0
+
+
+def load_generator_warnings(runs: pd.DataFrame) -> list[str]:
+    """Windows that measured nothing, arrivals the load generator dropped or sent late."""
+    out: list[str] = []
+    empty = runs[runs["requests"] == 0]
+    if not empty.empty:
+        out.append(
+            f"{len(empty)} run(s) completed no request in the measured window, so they fail the "
+            f"SLO ({int(empty['inflight_at_end'].fillna(0).sum())} requests still in flight at "
+            f"the end): {_ids(empty)}"
+        )
+    dropped = runs[runs["dropped_arrivals"].fillna(0) > 0]
+    if not dropped.empty:
+        out.append(
+            f"{len(dropped)} run(s) reached the open model's in-flight cap and dropped "
+            f"{int(dropped['dropped_arrivals'].sum())} scheduled arrivals (the offered rate was "
+            f"not sent; raise open_model_max_inflight or treat them as overloaded): "
+            f"{_ids(dropped)}"
+        )
+    late = runs[runs["schedule_lag_p95_ms"].fillna(0) > DEFAULT_LAG_WARN_MS]
+    if not late.empty:
+        out.append(
+            f"{len(late)} run(s) sent requests late (schedule lag p95 up to "
+            f"{late['schedule_lag_p95_ms'].max():.1f} ms; their latency still counts from the "
+            f"intended start): {_ids(late)}"
+        )
+    return out

@@ -83,9 +83,7 @@ def spec_as_toml(spec: Mapping[str, Any]) -> str:
 def _row_flags(analysis: Analysis, row: Mapping[str, Any]) -> dict[str, Any]:
     fleet = analysis.fleet
     return {
-        "slo": analysis.slo.passes(row["p95_ms"], row["error_rate"])
-        if analysis.slo.is_set
-        else None,
+        "slo": analysis.slo.passes(row) if analysis.slo.is_set else None,
         "fleet": None
         if fleet is None or pd.isna(row["connections"])
         else fleet.fits(row["connections"]),

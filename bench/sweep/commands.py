@@ -76,6 +76,7 @@ def scenario_env(point: Point, spec: SweepSpec, out_dir: Path | None) -> Scenari
         seed_users=spec.workload.seed_users,
         think_time_s=point.think_time_s,
         open_rps=point.open_model_rps,
+        max_inflight=point.open_model_max_inflight,
         queries=point.queries_per_request,
         fanout_calls=point.fanout_calls,
         shape=point.shape,

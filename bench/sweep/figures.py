@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 from collections.abc import Mapping
@@ -11,13 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.results import LATENCY_FILE_PREFIX, TIMESERIES_COLUMNS, TIMESERIES_FILE
+from bench.results import TIMESERIES_COLUMNS, TIMESERIES_FILE
 from bench.spec import Point
 from bench.sweep.samplers import ProcessTree, WindowSample
 
 # Bottleneck rules: every threshold in one place.
 DEFAULT_LOADGEN_CPU_PCT = 90.0  # per load-generating Locust process (Locust warns at 90 %)
 DEFAULT_APP_CPU_PCT = 90.0  # one uvicorn worker is one core at most for the event loop
+DEFAULT_HOST_CPU_PCT = 90.0  # all processes on the machine, percent of all its cores
 DEFAULT_DB_CPU_PCT = 90.0  # Postgres tree, percent of one core
 DEFAULT_DB_CONNECTIONS_SHARE = 0.95  # of pg_max_connections minus reserved slots
 DEFAULT_PG_RESERVED_CONNECTIONS = 3  # Postgres superuser_reserved_connections default
@@ -31,23 +31,6 @@ LOCUST_CPU_WARNINGS = (
 
 
 # --- Locust output ------------------------------------------------------------------------
-
-
-def read_samples(run_dir: Path) -> np.ndarray:
-    """Return (completion epoch, response_ms, failed) rows of every request, warm-up included."""
-    rows: list[tuple[float, float, float]] = []
-    for path in sorted(run_dir.glob(f"{LATENCY_FILE_PREFIX}*.txt")):
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                epoch, response_ms, failed = line.split()
-                rows.append((float(epoch), float(response_ms), float(failed)))
-    return np.asarray(rows, dtype=float).reshape(-1, 3)
-
-
-def window_requests(samples: np.ndarray, start_epoch: float, end_epoch: float) -> np.ndarray:
-    """Return (response_ms, failed) rows of the samples that completed inside the window."""
-    inside = (samples[:, 0] >= start_epoch) & (samples[:, 0] < end_epoch)
-    return samples[inside, 1:]
 
 
 def write_timeseries(run_dir: Path, samples: np.ndarray) -> None:
@@ -79,20 +62,38 @@ def locust_cpu_warning(log_path: Path) -> bool:
     return any(marker in text for marker in LOCUST_CPU_WARNINGS)
 
 
-def client_figures(summary: Mapping[str, Any], requests: np.ndarray, window_s: float) -> dict:
-    """Return the client columns: exact from the window's requests, else Locust's summary."""
-    if requests.size:
-        latencies = requests[:, 0]
-        count, failures = len(latencies), int(requests[:, 1].sum())
-        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-        figures: dict[str, Any] = {
-            "p50_ms": float(p50),
-            "p95_ms": float(p95),
-            "p99_ms": float(p99),
-            "mean_ms": float(latencies.mean()),
-            "max_ms": float(latencies.max()),
-            "latency_source": "exact",
-        }
+def client_figures(
+    summary: Mapping[str, Any], window: Mapping[str, Any] | None, window_s: float
+) -> dict[str, Any]:
+    """Return the client columns of a window.
+
+    `window` is `arrivals.figures_in_window(...)`: exact figures from every request, latency
+    from the intended start in the open model. None when no Locust process on this host
+    recorded requests (remote workers): then Locust's bucketed summary is all there is. A
+    window in which no request completed has no percentiles and no error rate (NaN, not 0):
+    nothing measured must not pass an SLO.
+    """
+    lateness = {
+        "schedule_lag_p95_ms": None,
+        "dropped_arrivals": None,
+        "inflight_at_end": None,
+    }
+    if window is not None:
+        requests = window["requests"]
+        lateness = {key: window[key] for key in lateness}
+        count = len(requests)
+        failures = int(requests[:, 1].sum()) if count else 0
+        figures: dict[str, Any] = {"latency_source": "exact"}
+        if count:
+            latencies = requests[:, 0]
+            p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+            figures |= {
+                "p50_ms": float(p50),
+                "p95_ms": float(p95),
+                "p99_ms": float(p99),
+                "mean_ms": float(latencies.mean()),
+                "max_ms": float(latencies.max()),
+            }
     else:
         count, failures = int(summary.get("requests") or 0), int(summary.get("failures") or 0)
         figures = {k: summary.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms")}
@@ -100,17 +101,21 @@ def client_figures(summary: Mapping[str, Any], requests: np.ndarray, window_s: f
     return {
         "requests": count,
         "failures": failures,
-        "error_rate": failures / count if count else 0.0,
+        "error_rate": failures / count if count else math.nan,
         "rps": count / window_s if window_s > 0 else 0.0,
         **figures,
+        **lateness,
     }
 
 
 def telemetry_figures(telemetry: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Return the SQLAlchemy pool columns from a /telemetry snapshot (blank if none)."""
-    pool = (telemetry or {}).get("sqlalchemy") or {}
+    """Return the app's columns from a /telemetry snapshot (blank where it says nothing)."""
+    snapshot = telemetry or {}
+    pool = snapshot.get("sqlalchemy") or {}
     wait = pool.get("acquire_wait_ms") or {}
     hold = pool.get("hold_time_ms") or {}
+    direct = snapshot.get("asyncpg") or {}
+    requests = snapshot.get("requests") or {}
     return {
         "acquire_wait_mean_ms": wait.get("mean"),
         "acquire_wait_p95_ms": wait.get("p95"),
@@ -120,6 +125,13 @@ def telemetry_figures(telemetry: Mapping[str, Any] | None) -> dict[str, Any]:
         "peak_checked_out": pool.get("peak_checked_out"),
         "pool_timeouts": pool.get("timeouts"),
         "connections_opened": pool.get("connections_opened"),
+        "app_inflight_mean": requests.get("inflight_mean"),
+        "app_inflight_peak": requests.get("inflight_peak"),
+        "statements_per_request": requests.get("statements_per_request"),
+        "pg_pool_acquire_wait_p95_ms": (direct.get("acquire_wait_ms") or {}).get("p95"),
+        "pg_pool_hold_time_mean_ms": (direct.get("hold_time_ms") or {}).get("mean"),
+        "pg_pool_peak_checked_out": direct.get("peak_checked_out"),
+        "pg_pool_timeouts": direct.get("timeouts"),
     }
 
 
@@ -134,7 +146,14 @@ def resource_figures(sample: WindowSample, window_s: float) -> dict[str, Any]:
     def mb(tree: ProcessTree) -> float | None:
         return tree.peak_rss_bytes / 2**20 if tree.root_pid is not None else None
 
+    busy = sample.host.busy_fraction()
+    busiest_locust = sample.locust.busiest_process_cpu_seconds()
     return {
+        "host_cpu_pct": None if busy is None else busy * 100,
+        "downstream_cpu_pct": pct(sample.downstream),
+        "locust_busiest_cpu_pct": busiest_locust / window_s * 100
+        if sample.locust.root_pid is not None and window_s > 0
+        else None,
         "pg_peak_connections": sample.pg_peak_connections,
         "pg_xact_commit": commits_in_window(sample.pg_commits, window_s),
         "app_cpu_pct": pct(sample.app),
@@ -175,21 +194,25 @@ def _num(value: Any) -> float:
     return 0.0 if math.isnan(number) else number
 
 
-def label_bottleneck(point: Point, figures: Mapping[str, Any], locust_processes: int = 1) -> str:
+def label_bottleneck(point: Point, figures: Mapping[str, Any]) -> str:
     """Name what limited this run, most disqualifying first.
 
-    - load_generator: Locust near a full core per process, or Locust's own CPU warning; the run
+    - load_generator: a Locust process near a full core (each process is judged alone: with
+      `--processes N` the busiest one, never the sum), or Locust's own CPU warning; the run
       measured the load generator, so nothing else about it can be trusted;
+    - host_cpu: the whole machine near all its cores busy (app, Postgres, Locust, the stub and
+      anything else together), though no single process was;
     - app_cpu: the single uvicorn worker near a full core;
     - database: Postgres near a full core, or its connection slots (nearly) used up;
     - pool: requests waited for a connection: pool timeouts, or the acquire-wait p95 is a
       significant share of the client p95, or every connection was checked out while some waited;
     - none: the load did not push any of those limits.
     """
-    if figures.get("locust_cpu_warning") or _num(figures.get("locust_cpu_pct")) >= (
-        DEFAULT_LOADGEN_CPU_PCT * locust_processes
-    ):
+    busiest_locust = figures.get("locust_busiest_cpu_pct", figures.get("locust_cpu_pct"))
+    if figures.get("locust_cpu_warning") or _num(busiest_locust) >= DEFAULT_LOADGEN_CPU_PCT:
         return "load_generator"
+    if _num(figures.get("host_cpu_pct")) >= DEFAULT_HOST_CPU_PCT:
+        return "host_cpu"
     if _num(figures.get("app_cpu_pct")) >= DEFAULT_APP_CPU_PCT:
         return "app_cpu"
     usable = max(1, point.pg_max_connections - DEFAULT_PG_RESERVED_CONNECTIONS)

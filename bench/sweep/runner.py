@@ -31,7 +31,7 @@ from bench.results import (
     read_markers,
 )
 from bench.spec import ROOT, Point, SweepSpec
-from bench.sweep import commands, figures
+from bench.sweep import arrivals, commands, figures
 from bench.sweep.commands import RemoteWorkers
 from bench.sweep.metadata import manifest, now
 from bench.sweep.pg import Database, PostgresServer, free_port
@@ -156,6 +156,7 @@ class Runner:
         self.db = DatabaseSlot(children, dsn=dsn, seed_users=spec.workload.seed_users, log_dir=logs)
         self.probe_dsn = dsn
         self.downstream_url: str | None = None
+        self.downstream: Child | None = None
 
     @property
     def locust_processes(self) -> int:
@@ -177,7 +178,7 @@ class Runner:
             wait_http(
                 f"{url}/stats", child=child, timeout_s=DEFAULT_HEALTH_TIMEOUT_S, what="downstream"
             )
-            self.downstream_url = url
+            self.downstream_url, self.downstream = url, child
         return self.downstream_url
 
     def _start_app(self, point: Point, db: Database, run_dir: Path) -> tuple[str, Child]:
@@ -289,6 +290,7 @@ class Runner:
                 app_pid=app.pid if app else None,
                 locust_pid=locust.pid,
                 pg_pid=db.pid if db else None,
+                downstream_pid=self.downstream.pid if self.downstream else None,
                 probe=probe,
             )
             sampler.begin()
@@ -321,19 +323,24 @@ class Runner:
         window_s = markers["end"] - markers["start"]
         summary_path = run_dir / SUMMARY_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        samples = figures.read_samples(run_dir)
-        requests = figures.window_requests(samples, markers["start"], markers["end"])
-        figures.write_timeseries(run_dir, samples)
+        log = arrivals.read_requests(run_dir)
+        # Remote workers keep their requests: only the master's (bucketed) totals are here.
+        window = (
+            arrivals.figures_in_window(log, markers["start"], markers["end"])
+            if log.processes and self.remote is None
+            else None
+        )
+        figures.write_timeseries(run_dir, arrivals.completed(log))
         for path in run_dir.glob(f"{LATENCY_FILE_PREFIX}*.txt"):
             path.unlink()  # summarised above; the raw samples would dwarf everything else
-        values = figures.client_figures(summary, requests, window_s)
+        values = figures.client_figures(summary, window, window_s)
         values |= figures.telemetry_figures(telemetry)
         values |= figures.resource_figures(sample, window_s)
         values["locust_cpu_warning"] = bool(
             summary.get("cpu_warning") or figures.locust_cpu_warning(run_dir / LOCUST_LOG)
         )
         values["host_cores"] = os.cpu_count()
-        values["bottleneck"] = figures.label_bottleneck(point, values, self.locust_processes)
+        values["bottleneck"] = figures.label_bottleneck(point, values)
         if telemetry is not None:
             (run_dir / TELEMETRY_FILE).write_text(json.dumps(telemetry, indent=2) + "\n")
         extra = {
@@ -345,6 +352,14 @@ class Runner:
             "locust_processes": self.locust_processes,
             "remote_workers": self.remote.count if self.remote else 0,
             "locust_requests": summary.get("requests"),
+            "open_model": None
+            if window is None
+            else {
+                "rps_per_user": window["open_rps_per_user"],
+                "max_inflight_per_process": window["max_inflight"],
+                "cap_reached": window["cap_reached"],
+                "sent": window["sent"],
+            },
             "requests_by_name": summary.get("by_name", {}),
             "sampler_errors": sample.errors,
             "max_processes": {

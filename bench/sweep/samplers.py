@@ -66,7 +66,46 @@ class ProcessTree:
 
     def cpu_seconds(self) -> float:
         """CPU seconds used between the first sample and the latest one."""
-        return sum(last - self._first.get(key, 0.0) for key, last in self._last.items())
+        return sum(self._per_process().values())
+
+    def busiest_process_cpu_seconds(self) -> float:
+        """CPU seconds of the busiest single member (a process is one core at most)."""
+        return max(self._per_process().values(), default=0.0)
+
+    def _per_process(self) -> dict[tuple[int, float], float]:
+        return {key: last - self._first.get(key, 0.0) for key, last in self._last.items()}
+
+
+class HostCpu:
+    """All CPU time on the machine over a window, whoever used it (other tenants included)."""
+
+    def __init__(self) -> None:
+        self._first: Any = None
+        self._last: Any = None
+
+    def sample(self, *, first: bool = False) -> None:
+        """Record the machine's CPU times now."""
+        times = psutil.cpu_times()
+        if first:
+            self._first = times
+        self._last = times
+
+    def busy_fraction(self) -> float | None:
+        """Share of all cores' time that was busy (not idle or waiting for I/O) in the window."""
+        if self._first is None or self._last is None:
+            return None
+        # guest and guest_nice are already counted in user and nice.
+        skip = {"guest", "guest_nice"}
+        delta = {
+            name: getattr(self._last, name) - getattr(self._first, name)
+            for name in self._last._fields
+            if name not in skip
+        }
+        total = sum(delta.values())
+        if total <= 0:
+            return None
+        idle = delta.get("idle", 0.0) + delta.get("iowait", 0.0)
+        return max(0.0, min(1.0, (total - idle) / total))
 
 
 # --- Postgres -----------------------------------------------------------------------------
@@ -162,6 +201,8 @@ class WindowSample:
     app: ProcessTree
     locust: ProcessTree
     pg: ProcessTree
+    downstream: ProcessTree
+    host: HostCpu = field(default_factory=HostCpu)
     pg_peak_connections: int | None = None
     # (seconds since the window opened, xact_commit minus the probe's own commits)
     pg_commits: list[tuple[float, int]] = field(default_factory=list)
@@ -177,11 +218,15 @@ class WindowSampler:
         app_pid: int | None,
         locust_pid: int | None,
         pg_pid: int | None,
+        downstream_pid: int | None,
         probe: PgProbe | None,
         interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
     ) -> None:
         self.sample = WindowSample(
-            app=ProcessTree(app_pid), locust=ProcessTree(locust_pid), pg=ProcessTree(pg_pid)
+            app=ProcessTree(app_pid),
+            locust=ProcessTree(locust_pid),
+            pg=ProcessTree(pg_pid),
+            downstream=ProcessTree(downstream_pid),
         )
         self._probe = probe
         self._interval_s = interval_s
@@ -191,7 +236,7 @@ class WindowSampler:
         self.ended_at = 0.0
 
     def _trees(self) -> Iterable[ProcessTree]:
-        return (self.sample.app, self.sample.locust, self.sample.pg)
+        return (self.sample.app, self.sample.locust, self.sample.pg, self.sample.downstream)
 
     def _sample_pg(self) -> None:
         if self._probe is None:
@@ -215,6 +260,7 @@ class WindowSampler:
     def begin(self) -> None:
         """Open the window: baseline counters, then sample in the background."""
         self.started_at = time.monotonic()
+        self.sample.host.sample(first=True)
         for tree in self._trees():
             tree.sample(first=True)
         self._sample_pg()
@@ -229,4 +275,5 @@ class WindowSampler:
         self._sample_pg()
         for tree in self._trees():
             tree.sample()
+        self.sample.host.sample()
         return self.sample

@@ -44,7 +44,9 @@ async def health(resources: ResourcesDep, telemetry: TelemetryDep, response: Res
             await conn.execute(text("select 1"))
 
     async def asyncpg_probe() -> None:
-        async with resources.pg_pool.acquire(timeout_s=CHECK_TIMEOUT_S) as conn:
+        async with resources.pg_pool.acquire(
+            timeout_s=CHECK_TIMEOUT_S, simulate_latency=False
+        ) as conn:
             await conn.fetchval("select 1")
 
     async def downstream_probe() -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from sample_app.deps import PgPoolDep, SettingsDep
+from sample_app.deps import PgPoolDep
 from sample_app.problems import NotFoundError
 from sample_app.schemas import UserOut
 
@@ -17,12 +17,10 @@ USER_BY_ID = "select id, name, email from users where id = $1"
 
 @router.get("/raw/users/{user_id}")
 async def get_raw_user(
-    user_id: Annotated[int, Path(ge=1, le=2**63 - 1)], pool: PgPoolDep, settings: SettingsDep
+    user_id: Annotated[int, Path(ge=1, le=2**63 - 1)], pool: PgPoolDep
 ) -> UserOut:
-    """Read one user with asyncpg."""
+    """Read one user with asyncpg (SIM_QUERY_LATENCY_MS is folded into the query by the pool)."""
     async with pool.acquire() as conn:
-        if settings.sim_query_latency_ms > 0:
-            await conn.execute("select pg_sleep($1)", settings.sim_query_latency_ms / 1000)
         row = await conn.fetchrow(USER_BY_ID, user_id)
     if row is None:
         raise NotFoundError("user", user_id)

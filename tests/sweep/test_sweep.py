@@ -28,11 +28,14 @@ DESIGN_COLUMNS = (
     "run_id, scenario, repetition, pool_size, max_overflow, http_concurrency_limit, users, "
     "pg_max_size, pg_max_connections, queries_per_request, sim_latency_ms, think_time_s, "
     "spawn_rate, duration_s, requests, failures, error_rate, rps, p50_ms, p95_ms, p99_ms, "
-    "mean_ms, max_ms, acquire_wait_mean_ms, acquire_wait_p95_ms, acquire_wait_p99_ms, "
+    "mean_ms, max_ms, schedule_lag_p95_ms, dropped_arrivals, inflight_at_end, "
+    "acquire_wait_mean_ms, acquire_wait_p95_ms, acquire_wait_p99_ms, "
     "hold_time_mean_ms, hold_time_p95_ms, peak_checked_out, pool_timeouts, connections_opened, "
+    "app_inflight_mean, app_inflight_peak, statements_per_request, pg_pool_acquire_wait_p95_ms, "
+    "pg_pool_hold_time_mean_ms, pg_pool_peak_checked_out, pg_pool_timeouts, "
     "pg_peak_connections, pg_xact_commit, app_cpu_pct, locust_cpu_pct, pg_cpu_pct, "
     "app_peak_rss_mb, locust_peak_rss_mb, pg_peak_rss_mb, locust_cpu_warning, host_cores, "
-    "bottleneck"
+    "host_cpu_pct, downstream_cpu_pct, bottleneck"
 ).split(", ")
 # Closed-loop users (open_model_rps=0): the assertions below lean on a saturated pool.
 TINY = [
@@ -131,7 +134,18 @@ def test_runs_csv_has_the_design_columns_and_sane_values(tiny_sweep: Path) -> No
         assert rps <= pool / (hold_ms / 1000) * 1.1
         assert int(row["pg_xact_commit"]) > 0 and int(row["pg_peak_connections"]) >= pool
         assert float(row["app_cpu_pct"]) > 0 and float(row["locust_cpu_pct"]) > 0
-        assert row["bottleneck"] in {"pool", "app_cpu", "database", "load_generator", "none"}
+        assert row["bottleneck"] in {"pool", "app_cpu", "host_cpu", "database", "load_generator"}
+        # Measured in the app: one statement per request, and requests in flight obey
+        # Little's law (in flight = throughput x time in the system).
+        assert float(row["statements_per_request"]) == 1
+        little = rps * float(row["mean_ms"]) / 1000
+        assert abs(float(row["app_inflight_mean"]) / little - 1) < 0.15, (row, little)
+        assert 1 <= int(row["app_inflight_peak"]) <= 8
+        assert 0 < float(row["host_cpu_pct"]) <= 100 and float(row["downstream_cpu_pct"]) >= 0
+        # A closed loop has no schedule to lag behind and drops nothing.
+        assert row["schedule_lag_p95_ms"] == "" and int(row["dropped_arrivals"]) == 0
+        assert 0 <= int(row["inflight_at_end"]) <= 8
+        assert int(row["pg_pool_timeouts"]) == 0 and row["pg_pool_peak_checked_out"] != ""
         assert float(row["p50_ms"]) <= float(row["p95_ms"]) <= float(row["p99_ms"])
         # The exact per-second series covers the window's requests (and the warm-up's).
         with (tiny_sweep / "runs" / row["run_id"] / "timeseries.csv").open() as handle:
@@ -287,7 +301,12 @@ def test_bottleneck_rules() -> None:
     assert label_bottleneck(point, base) == "none"
     assert label_bottleneck(point, base | {"locust_cpu_warning": True}) == "load_generator"
     assert label_bottleneck(point, base | {"locust_cpu_pct": 95.0}) == "load_generator"
-    assert label_bottleneck(point, base | {"locust_cpu_pct": 95.0}, locust_processes=2) == "none"
+    two_workers = {"locust_cpu_pct": 150.0, "locust_busiest_cpu_pct": 76.0}
+    assert label_bottleneck(point, base | two_workers) == "none"  # each process judged alone
+    two_workers["locust_busiest_cpu_pct"] = 93.0
+    assert label_bottleneck(point, base | two_workers) == "load_generator"
+    assert label_bottleneck(point, base | {"host_cpu_pct": 95.0}) == "host_cpu"
+    assert label_bottleneck(point, base | {"host_cpu_pct": 95.0, "app_cpu_pct": 97}) == "host_cpu"
     assert label_bottleneck(point, base | {"app_cpu_pct": 97.0}) == "app_cpu"
     assert label_bottleneck(point, base | {"pg_cpu_pct": 99.0}) == "database"
     assert label_bottleneck(point, base | {"pg_peak_connections": 97}) == "database"
@@ -302,8 +321,12 @@ def test_password_never_stays_in_run_files(tmp_path: Path) -> None:
     assert "s3cret" not in (tmp_path / "app.log").read_text()
 
 
+# Statements each request of a scenario sends (queries_per_request = 3); None: a mix.
+STATEMENTS = {"collection": 3, "multi_query": 3, "mix": None, "fanout": 0}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", ["collection", "multi_query", "mix", "fanout"])
+@pytest.mark.parametrize("scenario", list(STATEMENTS))
 def test_every_scenario_runs_clean_against_the_real_app(scenario: str, tmp_path: Path) -> None:
     result = run_sweep(
         QUICK,
@@ -311,6 +334,8 @@ def test_every_scenario_runs_clean_against_the_real_app(scenario: str, tmp_path:
         str(tmp_path),
         "--set",
         f"scenario={scenario}",
+        "--set",
+        "grid.queries_per_request=[3]",
         "--set",
         "grid.pool_size=[4]",
         "--set",
@@ -328,6 +353,9 @@ def test_every_scenario_runs_clean_against_the_real_app(scenario: str, tmp_path:
     assert result.returncode == 0, result.stderr[-2000:]
     (row,) = read_rows(only_dir(tmp_path))[1]
     assert int(row["requests"]) > 0 and int(row["failures"]) == 0, row
+    # Counted in the app: /queries?queries=3 and user + orders + items are 3 statements each.
+    if STATEMENTS[scenario] is not None:
+        assert float(row["statements_per_request"]) == STATEMENTS[scenario], row
 
 
 @pytest.mark.slow
