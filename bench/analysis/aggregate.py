@@ -53,7 +53,8 @@ def at_optimum(frame: pd.DataFrame, optimum: dict | None) -> pd.DataFrame:
     return frame
 
 
-def _mode(values: pd.Series) -> str:
+def mode(values: pd.Series) -> str:
+    """The most common value (a config's modal bottleneck); `none` when there is none."""
     counts = values.value_counts()
     return str(counts.index[0]) if not counts.empty else "none"
 
@@ -88,7 +89,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             grouped[list(SUM_COLUMNS)].sum(min_count=1),
             spread.add_suffix("_std"),
             grouped.size().rename("reps"),
-            grouped["bottleneck"].agg(_mode),
+            grouped["bottleneck"].agg(mode),
             grouped["locust_cpu_warning"].any(),
             # Runs whose window completed no request: such a config fails any SLO.
             grouped["requests"].agg(lambda r: int((r == 0).sum())).rename("empty_windows"),

@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bench.analysis.analyse import Analysis, analyse
-from bench.analysis.compare import DEFAULT_DELTA_PCT
+from bench.analysis.compare import (
+    DEFAULT_ALPHA,
+    DEFAULT_DELTA_PCT,
+    Comparison,
+    p_text,
+)
 from bench.analysis.compare import compare as compare_sweeps
 from bench.analysis.load import Sweep, load_sweep
 from bench.analysis.models import (
@@ -41,7 +47,7 @@ from bench.cli.common import (
     write_json,
 )
 from bench.errors import UsageError
-from bench.fmt import num, pct
+from bench.fmt import num, pct, signed_pct
 from bench.report.html import (
     DEFAULT_REPORTS_DIR,
     default_report_path,
@@ -334,6 +340,56 @@ def recommend(
 # --- compare -------------------------------------------------------------------------------
 
 
+def _change_cell(delta: str, change: str) -> str:
+    """`+12.3% worse`: the change and its verdict, coloured by the verdict."""
+    colour = {"better": "green", "worse": "red", "same": "default", "untested": "dim"}[change]
+    return f"[{colour}]{delta} {change}[/]"
+
+
+def _comparison_table(comparison: Comparison) -> Table:
+    before, after = escape(comparison.before.sweep.name), escape(comparison.after.sweep.name)
+    table = Table(
+        title=f"{before} -> {after}: Welch's t-test over repetitions; better or worse when "
+        f"p < {comparison.alpha:g} and the mean moved >= {comparison.threshold_pct:g}%"
+    )
+    for header in (
+        "pool",
+        "overflow",
+        "users",
+        "q/req",
+        "reps",
+        "rps",
+        "Δ rps",
+        "p",
+        "p95 ms",
+        "Δ p95",
+        "p",
+        "errors",
+        "p",
+    ):
+        table.add_column(header, justify="right")
+    for d in comparison.deltas.to_dict("records"):
+        excluded = d["excluded_reps_before"] + d["excluded_reps_after"]
+        table.add_row(
+            num(d["pool_size"], 0),
+            num(d["max_overflow"], 0),
+            num(d["users"], 0),
+            num(d["queries_per_request"], 0),
+            f"{d['reps_before']}/{d['reps_after']}{'*' if excluded else ''}",
+            f"{num(d['rps_before'])} → {num(d['rps_after'])}",
+            _change_cell(signed_pct(d["rps_delta_pct"]), d["rps_change"]),
+            p_text(d["rps_p"]),
+            f"{num(d['p95_ms_before'])} → {num(d['p95_ms_after'])}",
+            _change_cell(signed_pct(d["p95_delta_pct"]), d["p95_change"]),
+            p_text(d["p95_p"]),
+            _change_cell(
+                f"{pct(d['error_rate_before'])} → {pct(d['error_rate_after'])}", d["error_change"]
+            ),
+            p_text(d["error_p"]),
+        )
+    return table
+
+
 @usage_errors
 def compare(
     sweep_a: Annotated[Path, typer.Argument(help="The before sweep.")],
@@ -343,55 +399,37 @@ def compare(
         typer.Option(help="Output HTML file (default reports/compare-<a>-vs-<b>.html)."),
     ] = None,
     threshold_pct: Annotated[
-        float, typer.Option(help="Highlight changes of at least this many percent.", min=0)
+        float,
+        typer.Option(
+            help="Call a significant change only when it is at least this many percent.", min=0
+        ),
     ] = DEFAULT_DELTA_PCT,
+    alpha: Annotated[
+        float,
+        typer.Option(help="Significance level of each config's Welch's t-test.", min=0, max=1),
+    ] = DEFAULT_ALPHA,
+    fail_on_regression: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-regression",
+            help="Exit 1 when a config got significantly worse (rps down, p95 or errors up).",
+        ),
+    ] = False,
 ) -> None:
-    """Compare two sweeps config by config and write a before/after HTML report."""
+    """Compare two sweeps config by config (Welch's t-test) and write a before/after report."""
     before = _load_and_analyse(
         sweep_a, instances=None, workers=None, max_connections=None, reserved=None
     )
     after = _load_and_analyse(
         sweep_b, instances=None, workers=None, max_connections=None, reserved=None
     )
-    comparison = compare_sweeps(before, after, threshold_pct)
-    deltas = comparison.deltas
-    table = Table(title=f"{before.sweep.name} -> {after.sweep.name}")
-    for header in (
-        "pool",
-        "overflow",
-        "users",
-        "q/req",
-        "rps before",
-        "rps after",
-        "Δ rps",
-        "p95 before",
-        "p95 after",
-        "Δ p95",
-    ):
-        table.add_column(header, justify="right")
-    colours = {"better": "green", "worse": "red", "same": ""}
-    for d in deltas.to_dict("records"):
-        rps_style = colours[d["rps_change"]]
-        p95_style = colours[d["p95_change"]]
-        table.add_row(
-            num(d["pool_size"], 0),
-            num(d["max_overflow"], 0),
-            num(d["users"], 0),
-            num(d["queries_per_request"], 0),
-            num(d["rps_before"]),
-            num(d["rps_after"]),
-            f"[{rps_style}]{d['rps_delta_pct']:+.1f}%[/]"
-            if rps_style
-            else f"{d['rps_delta_pct']:+.1f}%",
-            num(d["p95_ms_before"]),
-            num(d["p95_ms_after"]),
-            f"[{p95_style}]{d['p95_delta_pct']:+.1f}%[/]"
-            if p95_style
-            else f"{d['p95_delta_pct']:+.1f}%",
-        )
-    console.print(table)
-    if deltas.empty:
+    comparison = compare_sweeps(before, after, threshold_pct, alpha)
+    console.print(_comparison_table(comparison))
+    if comparison.deltas.empty:
         console.print("No config appears in both sweeps.")
+    note = comparison.untrusted_note()
+    if note is not None:
+        console.print(f"* {note}", markup=False)
     console.print(f"before: {before.verdict()}", markup=False)
     console.print(f"after:  {after.verdict()}", markup=False)
     path = out or DEFAULT_REPORTS_DIR / f"compare-{before.sweep.name}-vs-{after.sweep.name}.html"
@@ -400,6 +438,11 @@ def compare(
     except OSError as exc:
         raise UsageError(f"{path}: cannot write report ({exc.strerror or exc})") from None
     typer.echo(str(written))
+    regressions = comparison.regressions()
+    for line in regressions:
+        stderr.print(f"regression: {line}", markup=False)
+    if fail_on_regression and regressions:
+        raise typer.Exit(EXIT_THRESHOLD)
 
 
 # --- size ----------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import jinja2
 import pandas as pd
 
 from bench.analysis.analyse import Analysis
-from bench.analysis.compare import Comparison
+from bench.analysis.compare import Comparison, p_text
 from bench.analysis.load import Sweep
-from bench.fmt import num, pct, whole
+from bench.fmt import num, pct, signed_pct, whole
 from bench.report import charts
 from bench.report.charts import Chart
 from bench.report.timeseries import chart_time_series
@@ -150,6 +150,11 @@ def render_comparison(comparison: Comparison, out: Path | str) -> Path:
         after=after,
         deltas=comparison.deltas.to_dict("records"),
         threshold_pct=comparison.threshold_pct,
+        alpha=comparison.alpha,
+        regressions=comparison.regressions(),
+        untrusted_note=comparison.untrusted_note(),
+        p_text=p_text,
+        signed_pct=signed_pct,
         charts=[c for c in (charts.chart_compare(before, after),) if c is not None],
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
