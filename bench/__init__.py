@@ -21,11 +21,13 @@ _EXPORTS = {
     "RunError": "bench.errors",
     "SweepSpec": "bench.spec",
     "Slo": "bench.spec",
+    "EndpointSlo": "bench.spec",
     "Fleet": "bench.spec",
     "load_spec": "bench.specfile",
     "run_sweep": "bench.sweep.runner",
     "Sweep": "bench.analysis.load",
     "load_sweep": "bench.analysis.load",
+    "endpoint_figures": "bench.analysis.load",
     "aggregate": "bench.analysis.aggregate",
     "Analysis": "bench.analysis.analyse",
     "analyse": "bench.analysis.analyse",
@@ -47,6 +49,7 @@ _EXPORTS = {
 }
 __all__ = [
     "Analysis",
+    "EndpointSlo",
     "Fleet",
     "PoolbenchError",
     "RunError",
@@ -59,6 +62,7 @@ __all__ = [
     "analyse",
     "check_thresholds",
     "compare",
+    "endpoint_figures",
     "erlang_pool",
     "find_optimum",
     "fit_usl",
@@ -80,7 +84,7 @@ if TYPE_CHECKING:
     from bench.analysis.aggregate import aggregate
     from bench.analysis.analyse import Analysis, analyse
     from bench.analysis.compare import compare
-    from bench.analysis.load import Sweep, load_sweep
+    from bench.analysis.load import Sweep, endpoint_figures, load_sweep
     from bench.analysis.models import (
         SizingInputs,
         erlang_pool,
@@ -96,7 +100,7 @@ if TYPE_CHECKING:
     from bench.analysis.thresholds import check_thresholds, parse_threshold
     from bench.errors import PoolbenchError, RunError, UsageError
     from bench.report.html import render_analysis, render_comparison
-    from bench.spec import Fleet, Slo, SweepSpec
+    from bench.spec import EndpointSlo, Fleet, Slo, SweepSpec
     from bench.specfile import load_spec
     from bench.sweep.runner import run_sweep
 

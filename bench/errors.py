@@ -20,6 +20,10 @@ class RunError(PoolbenchError):
     """A point could not be measured (a process did not start, or exited early)."""
 
 
+class Inconclusive(PoolbenchError):
+    """Nothing trustworthy was measured: no pool recommendation can be made."""
+
+
 class PostgresUnavailable(PoolbenchError):
     """No server binaries and no DSN: nothing to benchmark against."""
 

@@ -45,16 +45,21 @@ WINDOW_FILE = "window.jsonl"
 SUMMARY_FILE = "summary.json"
 LATENCY_FILE_PREFIX = "latency-"  # latency-<pid>.txt: every request of one Locust process
 # Its format (documented in scenarios/common.py, read by bench/sweep/arrivals.py): a header line
-# `REQUESTS_HEADER{json}`, then `intended_epoch sent_epoch done_epoch response_ms outcome` lines.
-REQUESTS_FORMAT = 2
+# `REQUESTS_HEADER{json}` whose REQUESTS_ENDPOINTS_KEY lists the endpoint names, then
+# `intended_epoch sent_epoch done_epoch response_ms outcome endpoint` lines, where endpoint is an
+# index into that list or UNKNOWN_ENDPOINT.
+REQUESTS_FORMAT = 3
 REQUESTS_HEADER = "#poolbench-requests "
+REQUESTS_ENDPOINTS_KEY = "endpoints"
 OUTCOME_OK, OUTCOME_FAILED, OUTCOME_OUTSTANDING, OUTCOME_DROPPED = 0, 1, 2, 3
+# An endpoint is Locust's request_type and name, e.g. `GET /users/[id]`; this one is unknown.
+UNKNOWN_ENDPOINT = "-"
 
 # --- runs.csv ---------------------------------------------------------------------------------
 POINT_COLUMNS = (
     "run_id", "scenario", "repetition", "pool_size", "max_overflow", "http_concurrency_limit",
     "users", "pg_max_size", "pg_max_connections", "queries_per_request", "sim_latency_ms",
-    "think_time_s", "spawn_rate", "duration_s",
+    "think_time_s", "spawn_rate", "duration_s", "experiment", "offered_rps",
 )  # fmt: skip
 # Client (Locust), measured window only; in open-model runs latency counts from the intended
 # start, and the load generator's lateness and dropped arrivals are reported.
@@ -62,13 +67,15 @@ CLIENT_COLUMNS = (
     "requests", "failures", "error_rate", "rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms",
     "schedule_lag_p95_ms", "dropped_arrivals", "inflight_at_end",
 )  # fmt: skip
-# App telemetry: the SQLAlchemy pool, requests in flight and statements, the asyncpg pool.
+# App telemetry: the SQLAlchemy pool, requests in flight and statements, the asyncpg pool,
+# downstream calls and their semaphore.
 TELEMETRY_COLUMNS = (
     "acquire_wait_mean_ms", "acquire_wait_p95_ms", "acquire_wait_p99_ms", "hold_time_mean_ms",
-    "hold_time_p95_ms", "peak_checked_out", "pool_timeouts", "connections_opened",
+    "hold_time_p95_ms", "hold_time_cv", "peak_checked_out", "pool_timeouts", "connections_opened",
     "app_inflight_mean", "app_inflight_peak", "statements_per_request",
     "pg_pool_acquire_wait_p95_ms", "pg_pool_hold_time_mean_ms", "pg_pool_peak_checked_out",
-    "pg_pool_timeouts",
+    "pg_pool_timeouts", "http_peak_in_flight", "http_semaphore_wait_p95_ms",
+    "http_waits_holding_connection",
 )  # fmt: skip
 DB_COLUMNS = ("pg_peak_connections", "pg_xact_commit")
 # CPU in percent of one core, except host_cpu_pct: percent of the whole host (all cores).
@@ -80,8 +87,15 @@ VERDICT_COLUMNS = ("bottleneck",)
 RUNS_CSV_COLUMNS = (
     POINT_COLUMNS + CLIENT_COLUMNS + TELEMETRY_COLUMNS + DB_COLUMNS + CPU_COLUMNS + VERDICT_COLUMNS
 )
-STRING_COLUMNS = ("run_id", "scenario", "bottleneck")
+STRING_COLUMNS = ("run_id", "scenario", "experiment", "bottleneck")
 BOOL_COLUMNS = ("locust_cpu_warning",)
+
+# --- endpoints.csv: one row per run and endpoint, the measured window's figures ------------
+ENDPOINTS_CSV_FILE = "endpoints.csv"
+# Per endpoint, as the client columns: completed in the window, latency from the intended start.
+ENDPOINT_FIGURES = ("requests", "failures", "error_rate", "p50_ms", "p95_ms", "p99_ms", "mean_ms")
+ENDPOINTS_CSV_COLUMNS = ("run_id", "endpoint", *ENDPOINT_FIGURES)
+ENDPOINTS_STRING_COLUMNS = ("run_id", "endpoint")
 
 # --- bottleneck labels ------------------------------------------------------------------------
 BOTTLENECKS = ("pool", "app_cpu", "host_cpu", "database", "load_generator", "none")
@@ -105,11 +119,32 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
+def endpoint_rows(run_id: str, endpoints: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return one run's endpoints.csv rows from run.json's `endpoints` ({name: figures})."""
+    return [
+        {
+            "run_id": run_id,
+            "endpoint": name,
+            **{column: _csv_value(figures.get(column)) for column in ENDPOINT_FIGURES},
+        }
+        for name, figures in endpoints.items()
+    ]
+
+
 def write_runs_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     """Rewrite runs.csv atomically (a reader never sees half a table)."""
+    _write_csv(path, RUNS_CSV_COLUMNS, rows)
+
+
+def write_endpoints_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Rewrite endpoints.csv atomically."""
+    _write_csv(path, ENDPOINTS_CSV_COLUMNS, rows)
+
+
+def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[Mapping[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=RUNS_CSV_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)

@@ -16,6 +16,13 @@ from sample_app.config import settings_env
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS_DIR = ROOT / "scenarios"
 SHAPES = ("constant", "step", "spike")
+# What a sweep measures. slo: the open model at the target rate, for the smallest config meeting
+# the SLO; capacity: a closed loop with more users than connections, every point saturated, for
+# the throughput curve (USL, Little's-law ceiling); both: the two, from one spec.
+KINDS = ("slo", "capacity", "both")
+SLO, CAPACITY = "slo", "capacity"
+# Capacity points need users well above the pool: this many times the largest pool by default.
+DEFAULT_CAPACITY_USERS_PER_CONNECTION = 4
 
 # Every default of the spec, in one place.
 DEFAULT_SHAPE = "constant"
@@ -85,11 +92,38 @@ class Timing:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EndpointSlo:
+    """One endpoint's objective, `[slo.endpoints."POST /orders"]` (None: that part is not set)."""
+
+    p95_ms: float | None = None
+    max_error_rate: float | None = None
+
+    def failure(self, figures: Mapping[str, Any]) -> str | None:
+        """Why one run's figures of the endpoint (an endpoints.csv row) miss it, or None.
+
+        An endpoint that completed no request in the window fails, as an empty window does.
+        """
+        if not _number(figures.get("requests")) > 0:
+            return "no request completed"
+        return Slo(p95_ms=self.p95_ms, max_error_rate=self.max_error_rate).failure(figures)
+
+    def describe(self) -> str:
+        """Human summary, e.g. `p95 <= 300 ms`."""
+        return Slo(p95_ms=self.p95_ms, max_error_rate=self.max_error_rate).describe()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Slo:
-    """The service level a recommended configuration must meet (None: that part is not set)."""
+    """The service level a recommended configuration must meet (None: that part is not set).
+
+    `p95_ms` and `max_error_rate` hold for all requests together; `endpoints` adds objectives
+    for single endpoints (Locust's request_type and name, e.g. `POST /orders`), because a mix
+    can pass on the aggregate while one of its endpoints misses.
+    """
 
     p95_ms: float | None = DEFAULT_SLO_P95_MS
     max_error_rate: float | None = DEFAULT_SLO_MAX_ERROR_RATE
+    endpoints: Mapping[str, EndpointSlo] = field(default_factory=dict)
 
     @classmethod
     def unset(cls) -> Slo:
@@ -99,7 +133,7 @@ class Slo:
     @property
     def is_set(self) -> bool:
         """True when there is anything to check."""
-        return self.p95_ms is not None or self.max_error_rate is not None
+        return self.p95_ms is not None or self.max_error_rate is not None or bool(self.endpoints)
 
     def failure(self, row: Mapping[Any, Any]) -> str | None:
         """Why a run or config (a runs.csv or aggregated row) misses the objective, or None.
@@ -126,14 +160,29 @@ class Slo:
         """True when the row meets the objective (see `failure`)."""
         return self.failure(row) is None
 
+    def endpoint_failure(self, endpoints: Mapping[str, Mapping[str, Any]]) -> str | None:
+        """Why one run misses an endpoint's objective (the first, in the spec's order), or None.
+
+        `endpoints` is the run's figures by endpoint name (`bench.analysis.load.endpoint_figures`:
+        requests, error_rate, p95_ms, ...). An endpoint with an objective but no completed
+        request in the run fails: e.g. `POST /orders: no request completed`.
+        """
+        for name, objective in self.endpoints.items():
+            reason = objective.failure(endpoints.get(name) or {})
+            if reason is not None:
+                return f"{name}: {reason}"
+        return None
+
     def describe(self) -> str:
-        """Human summary, e.g. `p95 <= 250 ms, errors <= 1.00%`."""
+        """Human summary, e.g. `p95 <= 250 ms, errors <= 1.00%; POST /orders: p95 <= 300 ms`."""
         parts = []
         if self.p95_ms is not None:
             parts.append(f"p95 <= {self.p95_ms:g} ms")
         if self.max_error_rate is not None:
             parts.append(f"errors <= {self.max_error_rate:.2%}")
-        return ", ".join(parts) or "no SLO set"
+        described = [", ".join(parts)] if parts else []
+        described += [f"{name}: {slo.describe()}" for name, slo in self.endpoints.items()]
+        return "; ".join(described) or "no SLO set"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,6 +272,7 @@ class Point:
     fanout_calls: int
     open_model_rps: float
     open_model_max_inflight: int
+    experiment: str  # slo or capacity
     spawn_rate: float
     warmup_s: float
     duration_s: float
@@ -237,9 +287,14 @@ class Point:
             sim_query_latency_ms=float(self.sim_latency_ms),
         )
 
+    @property
+    def offered_rps(self) -> float:
+        """The open model's offered rate (users x per-user rate); 0 for a closed loop."""
+        return self.users * self.open_model_rps
+
     def as_dict(self) -> dict[str, Any]:
-        """Return the point as plain JSON-able values."""
-        return asdict(self)
+        """Return the point as plain JSON-able values (offered_rps included)."""
+        return asdict(self) | {"offered_rps": self.offered_rps}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,8 +303,10 @@ class SweepSpec:
 
     name: str
     scenario: str
+    kind: str = CAPACITY
     shape: str = DEFAULT_SHAPE
     open_model_rps: float = DEFAULT_OPEN_MODEL_RPS
+    capacity_users: int | None = None
     open_model_max_inflight: int = DEFAULT_OPEN_MODEL_MAX_INFLIGHT
     description: str = ""
     grid: Grid = field(default_factory=Grid)
@@ -277,14 +334,31 @@ class SweepSpec:
         """
         axes = _axes(self)
         varying = {name for name, values in axes.items() if len(values) > 1}
+        experiments = (SLO, CAPACITY) if self.kind == "both" else (self.kind,)
         points = [
-            self._point(dict(zip(axes, combo, strict=True)), rep, varying)
+            self._point(dict(zip(axes, combo, strict=True)), rep, varying, experiment)
             for rep in range(1, self.timing.repetitions + 1)
+            for experiment in experiments
             for combo in itertools.product(*axes.values())
         ]
         return sorted(points, key=lambda p: p.pg_max_connections)
 
-    def _point(self, values: dict[str, Any], rep: int, varying: set[str]) -> Point:
+    @property
+    def capacity_point_users(self) -> int:
+        """Closed-loop users of capacity points: capacity_users, else 4 x the largest pool."""
+        if self.capacity_users is not None:
+            return self.capacity_users
+        largest = max(self.grid.pool_size) + max(self.grid.max_overflow)
+        return max(max(self.grid.users), DEFAULT_CAPACITY_USERS_PER_CONNECTION * largest)
+
+    def _point(self, values: dict[str, Any], rep: int, varying: set[str], experiment: str) -> Point:
+        open_model_rps = self.open_model_rps
+        suffix = ""
+        if experiment == CAPACITY:
+            open_model_rps = 0.0
+            if self.kind == "both" or self.capacity_users is not None:
+                values = values | {"users": self.capacity_point_users}
+            suffix = "-cap" if self.kind == "both" else ""
         run_id = (
             f"p{values['pool_size']}-o{values['max_overflow']}"
             f"-s{values['http_concurrency_limit']}-u{values['users']}"
@@ -294,11 +368,12 @@ class SweepSpec:
             if axis in varying:
                 run_id += f"-{tag}{_fmt(values[axis])}"
         return Point(
-            run_id=f"{run_id}-r{rep}",
+            run_id=f"{run_id}{suffix}-r{rep}",
             scenario=self.scenario,
             shape=self.shape,
             repetition=rep,
-            open_model_rps=self.open_model_rps,
+            experiment=experiment,
+            open_model_rps=open_model_rps,
             open_model_max_inflight=self.open_model_max_inflight,
             spawn_rate=self.timing.spawn_rate,
             warmup_s=self.timing.warmup_s,

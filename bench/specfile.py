@@ -5,6 +5,7 @@ Any problem is one UsageError line that names the file and the field.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -14,12 +15,16 @@ from typing import Any, TypeGuard
 
 from bench.errors import UsageError
 from bench.spec import (
+    CAPACITY,
     DEFAULT_HEALTH_PATH,
     DEFAULT_OPEN_MODEL_MAX_INFLIGHT,
     DEFAULT_OPEN_MODEL_RPS,
     DEFAULT_SHAPE,
+    KINDS,
     SCENARIOS_DIR,
     SHAPES,
+    SLO,
+    EndpointSlo,
     Fleet,
     Grid,
     Point,
@@ -31,6 +36,7 @@ from bench.spec import (
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENDPOINT = re.compile(r"^\S+ \S.*$")  # Locust's request_type and name: `POST /orders`
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -152,17 +158,45 @@ def _timing(raw: dict[str, Any]) -> Timing:
     return Timing(**{k: checks[k](v, f"timing.{k}") for k, v in raw.items()})
 
 
-def _slo(raw: dict[str, Any]) -> Slo:
-    _reject_unknown(raw, _names(Slo), "slo.")
+def _objectives(raw: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """The p95_ms and max_error_rate of an SLO table, checked."""
     values: dict[str, float] = {}
     if "p95_ms" in raw:
-        values["p95_ms"] = _num(raw["p95_ms"], "slo.p95_ms", 0, strict=True)
+        values["p95_ms"] = _num(raw["p95_ms"], f"{prefix}p95_ms", 0, strict=True)
     if "max_error_rate" in raw:
-        rate = _num(raw["max_error_rate"], "slo.max_error_rate", 0)
+        rate = _num(raw["max_error_rate"], f"{prefix}max_error_rate", 0)
         if rate > 1:
-            raise _Invalid("slo.max_error_rate", "must be a fraction between 0 and 1")
+            raise _Invalid(f"{prefix}max_error_rate", "must be a fraction between 0 and 1")
         values["max_error_rate"] = rate
+    return values
+
+
+def _slo(raw: dict[str, Any]) -> Slo:
+    _reject_unknown(raw, _names(Slo), "slo.")
+    values: dict[str, Any] = _objectives(raw, "slo.")
+    if "endpoints" in raw:
+        values["endpoints"] = _endpoint_slos(raw["endpoints"])
     return Slo(**values)
+
+
+def _endpoint_slos(raw: object) -> dict[str, EndpointSlo]:
+    """`[slo.endpoints."POST /orders"]` tables: each sets p95_ms and/or max_error_rate."""
+    if not isinstance(raw, dict):
+        raise _Invalid("slo.endpoints", 'must be a table, e.g. [slo.endpoints."POST /orders"]')
+    endpoints: dict[str, EndpointSlo] = {}
+    for name, entry in raw.items():
+        where = f"slo.endpoints.{json.dumps(name, ensure_ascii=False)}"
+        if not _ENDPOINT.match(name):
+            raise _Invalid(where, 'must be a request type and name, e.g. "POST /orders"')
+        if not isinstance(entry, dict):
+            raise _Invalid(where, "must be a table with p95_ms and/or max_error_rate")
+        _reject_unknown(entry, _names(EndpointSlo), f"{where}.")
+        # A manifest stores an unset part as null.
+        values = _objectives({k: v for k, v in entry.items() if v is not None}, f"{where}.")
+        if not values:
+            raise _Invalid(where, "must set p95_ms and/or max_error_rate")
+        endpoints[name] = EndpointSlo(**values)
+    return endpoints
 
 
 def _fleet(raw: dict[str, Any]) -> Fleet:
@@ -214,6 +248,8 @@ _TOP_LEVEL = {
     "name",
     "scenario",
     "shape",
+    "kind",
+    "capacity_users",
     "open_model_rps",
     "open_model_max_inflight",
     "description",
@@ -225,6 +261,25 @@ _TOP_LEVEL = {
     "target",
     "app_env",
 }
+
+
+def _kind(value: object, open_model_rps: float) -> str:
+    """The experiment: given, or implied by the load model (open model: slo, closed: capacity)."""
+    if value is None:
+        return SLO if open_model_rps > 0 else CAPACITY
+    if value not in KINDS:
+        raise _Invalid("kind", f"must be one of {', '.join(KINDS)}")
+    if value in (SLO, "both") and open_model_rps <= 0:
+        raise _Invalid(
+            "kind", f"{value} needs open_model_rps > 0 (the per-user arrival rate of the target)"
+        )
+    if value == CAPACITY and open_model_rps > 0:
+        raise _Invalid(
+            "kind",
+            "capacity is a closed loop: drop open_model_rps, or use kind = both for an SLO sweep "
+            "at that rate as well",
+        )
+    return str(value)
 
 
 def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> SweepSpec:
@@ -249,11 +304,18 @@ def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> S
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise _Invalid("description", "must be a string")
+    open_model_rps = _num(raw.get("open_model_rps", DEFAULT_OPEN_MODEL_RPS), "open_model_rps", 0)
+    kind = _kind(raw.get("kind"), open_model_rps)
+    capacity_users = raw.get("capacity_users")
     spec = SweepSpec(
         name=name,
         scenario=scenario,
+        kind=kind,
         shape=shape,
-        open_model_rps=_num(raw.get("open_model_rps", DEFAULT_OPEN_MODEL_RPS), "open_model_rps", 0),
+        open_model_rps=open_model_rps,
+        capacity_users=None
+        if capacity_users is None
+        else _int(capacity_users, "capacity_users", 1),
         open_model_max_inflight=_int(
             raw.get("open_model_max_inflight", DEFAULT_OPEN_MODEL_MAX_INFLIGHT),
             "open_model_max_inflight",

@@ -30,7 +30,12 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProx
 
 from sample_app.config import Settings
 from sample_app.models import Base
-from sample_app.telemetry import PoolTelemetry, count_statement
+from sample_app.telemetry import (
+    PoolTelemetry,
+    count_statement,
+    hold_connection,
+    release_connection,
+)
 
 # Any constant works; every process creating the schema takes the same transaction-level lock,
 # so concurrent start-ups serialise instead of racing on CREATE TABLE.
@@ -38,6 +43,7 @@ SCHEMA_LOCK_KEY = 0x706F_6F6C  # "pool"
 SIM_LATENCY_OPTION = "poolbench_sim_latency_s"
 PG_POOL_CLOSE_TIMEOUT_S = 10.0
 _CHECKOUT_STARTED = "poolbench_checkout_started"
+_CHECKOUT_REQUEST = "poolbench_checkout_request"
 
 _in_checkout: ContextVar[bool] = ContextVar("poolbench_in_checkout", default=False)
 
@@ -99,12 +105,16 @@ def _instrument_pool_events(engine: AsyncEngine, telemetry: PoolTelemetry) -> No
         dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
     ) -> None:
         record.info[_CHECKOUT_STARTED] = time.perf_counter()
+        # Pool events run in SQLAlchemy's greenlet, which shares the awaiting task's context,
+        # so current_request here is the request that checks the connection out.
+        record.info[_CHECKOUT_REQUEST] = hold_connection()
         telemetry.record_checkout()
 
     @event.listens_for(target, "checkin")
     def _checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         # Popping pairs each checkin with the checkout that set the key, even after invalidation.
         started = record.info.pop(_CHECKOUT_STARTED, None)
+        release_connection(record.info.pop(_CHECKOUT_REQUEST, None))
         if started is not None:
             # Fires before the connection goes back to the queue, so the count never overlaps
             # with the next checkout of the same connection.
@@ -314,9 +324,11 @@ class PgPool:
         acquired = time.perf_counter()
         self.telemetry.record_acquire(acquired - started)
         self.telemetry.record_checkout()
+        holder = hold_connection()
         try:
             yield PgConnection(conn, self.sim_latency_s if simulate_latency else 0.0)
         finally:
+            release_connection(holder)
             # Uncount first: release() requeues the connection and a waiter may take it before
             # this task resumes, which would show more checked out than max_size.
             self.telemetry.record_checkin()

@@ -22,8 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sample_app.problems import REQUEST_ID_HEADER
 from sample_app.telemetry import (
+    RequestActivity,
     RequestPoolWait,
-    RequestStatements,
     RequestTelemetry,
     current_pool_wait,
     current_request,
@@ -38,6 +38,9 @@ access_logger = logging.getLogger("sample_app.access")
 
 class InFlightMiddleware:
     """Count HTTP requests in flight and the SQL statements each sends (RequestTelemetry).
+
+    Each counted request gets a RequestActivity in `current_request`, which the DB hooks and the
+    fan-out also use to know the connections the request holds.
 
     Outermost, so a request counts from the moment the app gets it until its response is sent.
     The paths in `uncounted` (telemetry, metrics, health) are passed straight through: probing
@@ -55,15 +58,15 @@ class InFlightMiddleware:
         if scope["type"] != "http" or scope["path"] in self.uncounted:
             await self.app(scope, receive, send)
             return
-        statements = RequestStatements()
+        activity = RequestActivity()
         self.telemetry.start(time.perf_counter())
-        token = current_request.set(statements)
+        token = current_request.set(activity)
         try:
             await self.app(scope, receive, send)
         finally:
             current_request.reset(token)
             # Also on errors and cancellation: the request has left the app either way.
-            self.telemetry.finish(time.perf_counter(), statements.count)
+            self.telemetry.finish(time.perf_counter(), activity.count)
 
 
 class RequestIDMiddleware:

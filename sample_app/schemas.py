@@ -103,6 +103,7 @@ class WindowStats(BaseModel):
     count: int
     sum: float
     mean: float
+    std: float
     p50: float
     p95: float
     p99: float
@@ -125,13 +126,17 @@ class PoolSnapshot(BaseModel):
 
 
 class HttpSnapshot(BaseModel):
-    """Telemetry of downstream calls."""
+    """Telemetry of downstream calls and their semaphore (see docs/DESIGN.md)."""
 
     limit: int
     in_flight: int
     peak_in_flight: int
     calls: int
     timeouts: int
+    semaphore_wait_ms: WindowStats
+    waiting_holding_connection: int
+    connections_held_waiting: int
+    peak_connections_held_waiting: int
 
 
 class RequestsSnapshot(BaseModel):

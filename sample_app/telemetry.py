@@ -11,6 +11,7 @@ Two views of the same events:
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -54,25 +55,50 @@ current_pool_wait: ContextVar[RequestPoolWait | None] = ContextVar(
 )
 
 
-class RequestStatements:
-    """SQL statements one request has sent so far (the middleware hands it to the DB hooks)."""
+class RequestActivity:
+    """What one request is doing: statements sent so far, DB connections held, calls waiting.
 
-    __slots__ = ("count",)
+    The middleware hands one to the DB hooks and the fan-out through `current_request`.
+    """
+
+    __slots__ = ("count", "connections_held", "calls_waiting", "held_while_waiting")
 
     def __init__(self) -> None:
-        self.count = 0
+        self.count = 0  # SQL statements sent
+        self.connections_held = 0  # DB connections checked out now, both pools
+        self.calls_waiting = 0  # downstream calls queued on the semaphore now
+        self.held_while_waiting = 0  # connections counted in HttpTelemetry while it waits
 
 
 # Set by the in-flight middleware for every counted request; None outside one (start-up, health
 # checks, telemetry endpoints, the seed), so those statements are never attributed. A mutable
-# object for the same reason as current_pool_wait.
-current_request: ContextVar[RequestStatements | None] = ContextVar("current_request", default=None)
+# object for the same reason as current_pool_wait: the pool hooks run in SQLAlchemy's greenlet
+# and the fan-out's calls in tasks of their own (each with a copy of the request's context), and
+# all of them must reach the same request.
+current_request: ContextVar[RequestActivity | None] = ContextVar("current_request", default=None)
 
 
 def count_statement() -> None:
     """Attribute one SQL statement sent to the database to the current request, if any."""
     if (request := current_request.get()) is not None:
         request.count += 1
+
+
+def hold_connection() -> RequestActivity | None:
+    """Count a DB connection as held by the current request; return it for the release."""
+    if (request := current_request.get()) is not None:
+        request.connections_held += 1
+    return request
+
+
+def release_connection(request: RequestActivity | None) -> None:
+    """Uncount a connection counted by `hold_connection` (pass what it returned).
+
+    The checkout hands the request over rather than the checkin looking it up again, so a
+    connection returned from another context (a session closed elsewhere) uncounts its own request.
+    """
+    if request is not None:
+        request.connections_held -= 1
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -109,12 +135,14 @@ class WindowHistogram:
         self.max = 0.0
 
     def summary(self) -> WindowStats:
-        """Return count, sum, mean, p50/p95/p99 and max of the window."""
+        """Return count, sum, mean, std, p50/p95/p99 and max of the window."""
         values = sorted(self._samples)
         return WindowStats(
             count=self.count,
             sum=round(self.total, 4),
             mean=round(self.total / self.count, 4) if self.count else 0.0,
+            # Over the kept samples: the hold time's variability for Allen-Cunneen.
+            std=round(statistics.pstdev(values), 4) if values else 0.0,
             p50=round(percentile(values, 0.50), 4),
             p95=round(percentile(values, 0.95), 4),
             p99=round(percentile(values, 0.99), 4),
@@ -252,7 +280,12 @@ class PoolTelemetry:
 
 
 class HttpTelemetry:
-    """Downstream calls: in flight now, peak, totals and timeouts."""
+    """Downstream calls: in flight now, peak, totals, timeouts and the wait for the semaphore.
+
+    A call queued on the semaphore while its request holds a DB connection keeps that connection
+    idle for the whole wait: counted in `waiting_holding_connection`, and the connections so held
+    in `connections_held_waiting` (each request once, however many of its calls wait).
+    """
 
     def __init__(self, *, limit: int, registry: CollectorRegistry) -> None:
         self.limit = limit
@@ -260,6 +293,10 @@ class HttpTelemetry:
         self.peak_in_flight = 0
         self.calls = 0
         self.timeouts = 0
+        self.semaphore_wait_ms = WindowHistogram()
+        self.waiting_holding_connection = 0
+        self.connections_held_waiting = 0
+        self.peak_connections_held_waiting = 0
         self._calls = Counter(
             "poolbench_http_calls", "Downstream calls started.", registry=registry
         )
@@ -268,6 +305,58 @@ class HttpTelemetry:
             "Fan-out requests that ran out of time (answered 504).",
             registry=registry,
         )
+        self._semaphore_wait = Histogram(
+            "poolbench_http_semaphore_wait_seconds",
+            "Time a downstream call waited for a slot of the semaphore (HTTP_CONCURRENCY_LIMIT).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._waiting_holding = Counter(
+            "poolbench_http_semaphore_waits_holding_connection",
+            "Downstream calls that queued on the semaphore while their request held a DB "
+            "connection.",
+            registry=registry,
+        )
+
+    @contextmanager
+    def track_semaphore_wait(self, *, queued: bool) -> Iterator[None]:
+        """Time the block as one call's wait for the semaphore (`queued`: it found no free slot).
+
+        Cancelled waits (the deadline) are recorded too: the time was spent waiting.
+        """
+        request = current_request.get()
+        holding = queued and request is not None and request.connections_held > 0
+        holder = request if holding else None
+        if holder is not None:
+            self._start_holding(holder)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            wait_s = time.perf_counter() - started
+            self.semaphore_wait_ms.observe(wait_s * 1000)
+            self._semaphore_wait.observe(wait_s)
+            if holder is not None:
+                self._stop_holding(holder)
+
+    def _start_holding(self, request: RequestActivity) -> None:
+        self.waiting_holding_connection += 1
+        self._waiting_holding.inc()
+        if request.calls_waiting == 0:
+            # A request's connections count once while any of its calls waits; what it held
+            # when the first one queued is what is taken off when the last one leaves.
+            request.held_while_waiting = request.connections_held
+            self.connections_held_waiting += request.held_while_waiting
+            self.peak_connections_held_waiting = max(
+                self.peak_connections_held_waiting, self.connections_held_waiting
+            )
+        request.calls_waiting += 1
+
+    def _stop_holding(self, request: RequestActivity) -> None:
+        request.calls_waiting -= 1
+        if request.calls_waiting == 0:
+            self.connections_held_waiting -= request.held_while_waiting
+            request.held_while_waiting = 0
 
     @contextmanager
     def track_call(self) -> Iterator[None]:
@@ -287,10 +376,13 @@ class HttpTelemetry:
         self._timeouts.inc()
 
     def reset_window(self) -> None:
-        """Start a new window; the peak restarts from what is in flight now."""
+        """Start a new window; the peaks restart from what is in flight (held) now."""
         self.peak_in_flight = self.in_flight
         self.calls = 0
         self.timeouts = 0
+        self.semaphore_wait_ms.reset()
+        self.waiting_holding_connection = 0
+        self.peak_connections_held_waiting = self.connections_held_waiting
 
     def snapshot(self) -> HttpSnapshot:
         """Return the window figures in the /telemetry shape."""
@@ -300,6 +392,10 @@ class HttpTelemetry:
             peak_in_flight=self.peak_in_flight,
             calls=self.calls,
             timeouts=self.timeouts,
+            semaphore_wait_ms=self.semaphore_wait_ms.summary(),
+            waiting_holding_connection=self.waiting_holding_connection,
+            connections_held_waiting=self.connections_held_waiting,
+            peak_connections_held_waiting=self.peak_connections_held_waiting,
         )
 
 
@@ -309,7 +405,7 @@ class RequestTelemetry:
     The in-flight count is a step function of time; its integral (request-seconds) is kept
     exactly by adding `in_flight x elapsed` at every step, so the window's mean in flight is
     that area divided by the window length. Everything here is plain arithmetic on the event
-    loop thread: no locks, no allocation per request beyond the caller's RequestStatements.
+    loop thread: no locks, no allocation per request beyond the caller's RequestActivity.
     Totals are cumulative (Prometheus reads them); the window subtracts the values at reset.
     """
 
@@ -404,6 +500,17 @@ class _GaugeCollector(Collector):
                 http.peak_in_flight,
             ),
             ("poolbench_http_concurrency_limit", "Semaphore limit on calls.", http.limit),
+            (
+                "poolbench_http_connections_held_waiting",
+                "DB connections held now by requests with a call queued on the semaphore.",
+                http.connections_held_waiting,
+            ),
+            (
+                "poolbench_http_peak_connections_held_waiting",
+                "Most DB connections held at once by requests with a call queued on the "
+                "semaphore in this window.",
+                http.peak_connections_held_waiting,
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=number)
         yield from self._request_metrics()

@@ -36,13 +36,13 @@ window here instead (the files only when `POOLBENCH_OUT_DIR` is set):
   completed between the master's `start` and `end`: exact, and immune to the warm-up data a
   worker's pending stats report would carry into the master's totals after a reset.
 
-`latency-<pid>.txt`, format 2 (REQUESTS_FORMAT), written whole at quit. The first line is a
+`latency-<pid>.txt`, format 3 (REQUESTS_FORMAT), written whole at quit. The first line is a
 header, `#poolbench-requests ` then JSON: `format`, `pid`, `open_rps` (per user; 0 = closed loop),
 `max_inflight` (the cap, null in a closed loop), `peak_inflight` and `dropped_arrivals` (whole run,
-warm-up included: diagnostics). Then one line per request or arrival, five fields separated by
-spaces, warm-up included:
+warm-up included: diagnostics), and `endpoints`, the list of endpoint names the lines refer to.
+Then one line per request or arrival, six fields separated by spaces, warm-up included:
 
-    intended_epoch sent_epoch done_epoch response_ms outcome
+    intended_epoch sent_epoch done_epoch response_ms outcome endpoint
 
 - `intended_epoch`: when the request should have started. Open model: its scheduled arrival
   (for a task's later requests, their send minus the arrival's lateness); closed loop: = sent.
@@ -53,6 +53,14 @@ spaces, warm-up included:
   process stopped it; done and response are `nan`, and sent is `nan` if it was killed before
   sending), 3 dropped (a scheduled arrival not started because the cap was reached; only
   intended is set).
+- `endpoint`: an index (0-based) into the header's `endpoints`, or `-` when unknown. An endpoint
+  is Locust's request_type and name, e.g. `GET /users/[id]` or `POST /orders` (names may hold
+  spaces, hence the table). A dropped arrival has no request: it gets its task's first request's
+  endpoint, once any arrival of that task has made one, else `-`. An outstanding request has the
+  endpoint it was sent to (an arrival killed before sending: as a dropped one).
+
+Format 2 is the same without `endpoint` (and `endpoints`); format 1 had no header and three
+fields, `done_epoch response_ms failed`. Both still read.
 
 Epochs are `time.time()` seconds: processes of one host share the clock.
 
@@ -106,9 +114,11 @@ from bench.results import (
     OUTCOME_FAILED,
     OUTCOME_OK,
     OUTCOME_OUTSTANDING,
+    REQUESTS_ENDPOINTS_KEY,
     REQUESTS_FORMAT,
     REQUESTS_HEADER,
     SUMMARY_FILE,
+    UNKNOWN_ENDPOINT,
     WINDOW_FILE,
 )
 from bench.scenario_env import ScenarioEnv
@@ -197,12 +207,17 @@ class _Requests:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        # greenlet -> [intended_epoch, sent_epoch] of the request it has outstanding
-        self.pending: dict[Any, list[float]] = {}
+        # greenlet -> [intended_epoch, sent_epoch, endpoint] of the request it has outstanding
+        # (endpoint None: an open-model arrival that has not sent yet)
+        self.pending: dict[Any, list[Any]] = {}
         self.arrivals = Group()  # open model: the in-flight arrivals of every user
         self.peak_inflight = 0
         self.dropped = 0
         self.dropped_in_window = 0
+        # (intended_epoch, task) of every dropped arrival: its endpoint is named at quit.
+        self.dropped_arrivals: list[tuple[float, Any]] = []
+        self.endpoints: dict[str, int] = {}  # endpoint -> its index in the header's table
+        self.task_endpoints: dict[Any, str] = {}  # task -> the endpoint of its first request
         self.on_exception: Callable[[Any], None] | None = None  # Locust's, for StopTest
 
     def arrive(self, user: PoolbenchUser, task: Any, intended_epoch: float) -> None:
@@ -210,7 +225,7 @@ class _Requests:
         if len(self.arrivals) >= SETTINGS.max_inflight:
             self.dropped += 1
             self.dropped_in_window += _window.open
-            self.lines.append(f"{intended_epoch:.6f} nan nan nan {OUTCOME_DROPPED}")
+            self.dropped_arrivals.append((intended_epoch, task))
             if self.dropped == 1:
                 logger.warning(
                     "open model: %d requests in flight reached POOLBENCH_MAX_INFLIGHT; dropping "
@@ -219,37 +234,59 @@ class _Requests:
                 )
             return
         greenlet = self.arrivals.spawn(user.run_arrival, task, intended_epoch)
+        greenlet.poolbench_task = task
         if self.on_exception is None:
             self.on_exception = locust_exception_handler(user.environment)
         greenlet.link_exception(self.on_exception)
         # Registered before it runs: an arrival killed before sending is still outstanding.
-        self.pending[greenlet] = [intended_epoch, math.nan]
+        self.pending[greenlet] = [intended_epoch, math.nan, None]
         self.peak_inflight = max(self.peak_inflight, len(self.arrivals))
 
-    def request_started(self) -> None:
+    def request_started(self, endpoint: str) -> None:
         """Note the send time of the current greenlet's request (see `PoolbenchUser`)."""
         now = time.time()
         current = gevent.getcurrent()
         lag_s = getattr(current, "poolbench_lag_s", 0.0)  # closed loop: no schedule to lag
         if lag_s is None:  # the first request of an open-model arrival
             lag_s = current.poolbench_lag_s = now - current.poolbench_intended_epoch
-        self.pending[current] = [now - lag_s, now]
+        self.pending[current] = [now - lag_s, now, endpoint]
 
     def forget_current(self) -> None:
         self.pending.pop(gevent.getcurrent(), None)
 
+    def endpoint_field(self, endpoint: str | None) -> str:
+        """The endpoint field of a line: an index into the header's table, or `-` (unknown)."""
+        if endpoint is None:
+            return UNKNOWN_ENDPOINT
+        return str(self.endpoints.setdefault(endpoint, len(self.endpoints)))
+
     def on_request(
-        self, response_time: float, exception: Any = None, start_time: float | None = None, **_: Any
+        self,
+        response_time: float,
+        exception: Any = None,
+        start_time: float | None = None,
+        request_type: str = "",
+        name: str = "",
+        **_: Any,
     ) -> None:
         # Every request, warm-up included: the runner keeps those that completed inside the
         # master's window, so workers need no clock of their own (--processes shares one host).
         done = time.time()
         sent = start_time if start_time is not None else done - response_time / 1000
-        entry = self.pending.pop(gevent.getcurrent(), None)
+        current = gevent.getcurrent()
+        entry = self.pending.pop(current, None)
         # A closed loop (or a request sent outside `PoolbenchUser`) has no schedule to lag.
         intended = entry[0] if entry is not None and entry[0] != entry[1] else sent
         outcome = OUTCOME_FAILED if exception is not None else OUTCOME_OK
-        self.lines.append(f"{intended:.6f} {sent:.6f} {done:.6f} {response_time:.3f} {outcome}")
+        endpoint = f"{request_type} {name}"
+        task = getattr(current, "poolbench_task", None)
+        if task is not None and task not in self.task_endpoints:
+            # An arrival's requests run in turn: the first to complete is a first request.
+            self.task_endpoints[task] = endpoint
+        self.lines.append(
+            f"{intended:.6f} {sent:.6f} {done:.6f} {response_time:.3f} {outcome} "
+            + self.endpoint_field(endpoint)
+        )
 
     def drain(self, environment: Environment, **_: Any) -> None:
         """Give in-flight arrivals `--stop-timeout` to finish, then kill them (test_stop)."""
@@ -258,6 +295,19 @@ class _Requests:
             self.arrivals.kill(block=True, timeout=DEFAULT_KILL_TIMEOUT_S)
 
     def text(self) -> str:
+        dropped = [
+            f"{intended:.6f} nan nan nan {OUTCOME_DROPPED} "
+            + self.endpoint_field(self.task_endpoints.get(task))
+            for intended, task in self.dropped_arrivals
+        ]
+        outstanding = []
+        for greenlet, (intended, sent, endpoint) in self.pending.items():
+            if endpoint is None:  # killed before sending: named as a dropped arrival
+                endpoint = self.task_endpoints.get(getattr(greenlet, "poolbench_task", None))
+            outstanding.append(
+                f"{intended:.6f} {sent:.6f} nan nan {OUTCOME_OUTSTANDING} "
+                + self.endpoint_field(endpoint)
+            )
         header = {
             "format": REQUESTS_FORMAT,
             "pid": os.getpid(),
@@ -265,24 +315,31 @@ class _Requests:
             "max_inflight": SETTINGS.max_inflight if SETTINGS.open_model else None,
             "peak_inflight": self.peak_inflight,
             "dropped_arrivals": self.dropped,
+            # After every line is made: each may have added a name.
+            REQUESTS_ENDPOINTS_KEY: list(self.endpoints),
         }
-        outstanding = [
-            f"{intended:.6f} {sent:.6f} nan nan {OUTCOME_OUTSTANDING}"
-            for intended, sent in self.pending.values()
-        ]
-        lines = [REQUESTS_HEADER + json.dumps(header), *self.lines, *outstanding]
+        lines = [REQUESTS_HEADER + json.dumps(header), *self.lines, *dropped, *outstanding]
         return "\n".join(lines) + "\n"
 
 
 _requests = _Requests()
 
 
+def _endpoint(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The endpoint Locust will name a request (as `FastHttpSession.request` does)."""
+    method = kwargs.get("method", args[0] if args else "")
+    url = kwargs.get("url", args[1] if len(args) > 1 else "")
+    name = kwargs.get("name", args[2] if len(args) > 2 else None)
+    return f"{method} {name or getattr(session, 'request_name', None) or url}"
+
+
 def _tracked(request: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a client's `request` so an outstanding request is known before its event fires."""
+    session = getattr(request, "__self__", None)
 
     @functools.wraps(request)
     def tracked(*args: Any, **kwargs: Any) -> Any:
-        _requests.request_started()
+        _requests.request_started(_endpoint(session, args, kwargs))
         try:
             return request(*args, **kwargs)
         except Exception:
@@ -417,8 +474,16 @@ class _Window:
             "p50_ms": total.get_response_time_percentile(0.50),
             "p95_ms": total.get_response_time_percentile(0.95),
             "p99_ms": total.get_response_time_percentile(0.99),
+            # Per endpoint, the same bucketed figures: the fallback of the endpoint figures.
             "by_name": {
-                f"{e.method} {e.name}": {"requests": e.num_requests, "failures": e.num_failures}
+                f"{e.method} {e.name}": {
+                    "requests": e.num_requests,
+                    "failures": e.num_failures,
+                    "mean_ms": e.avg_response_time,
+                    "p50_ms": e.get_response_time_percentile(0.50),
+                    "p95_ms": e.get_response_time_percentile(0.95),
+                    "p99_ms": e.get_response_time_percentile(0.99),
+                }
                 for e in env.runner.stats.entries.values()
             },
             "cpu_warning": bool(

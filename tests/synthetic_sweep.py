@@ -207,6 +207,8 @@ def _run_row(
         "think_time_s": 0,
         "spawn_rate": 100,
         "duration_s": duration_s,
+        "experiment": "capacity",
+        "offered_rps": 0,
         "requests": requests,
         "failures": failures,
         "error_rate": failures / requests if requests else 0.0,
@@ -221,7 +223,12 @@ def _run_row(
         "acquire_wait_p99_ms": round(wait_ms * 2.0, 2),
         "hold_time_mean_ms": round(hold_ms * (1 + rng.normal(0, 0.01)), 2),
         "hold_time_p95_ms": round(hold_ms * 1.2, 2),
+        "hold_time_cv": 0.1,
         "peak_checked_out": min(connections, users),
+        # A closed loop: every user is in the app (Little's law), each request one statement each.
+        "app_inflight_mean": round(rps * mean_ms / 1000, 2),
+        "app_inflight_peak": users,
+        "statements_per_request": queries,
         "pool_timeouts": 5 if starved else 0,
         "connections_opened": min(connections, users),
         "pg_peak_connections": min(connections, users) + 1,
@@ -351,3 +358,81 @@ def write_locust_stats(path_prefix: Path, *, rps: float = 120.0, p95_ms: float =
     (tmp / "run.json").unlink()
     tmp.rmdir()
     return stats
+
+
+def make_slo_sweep(
+    root: Path,
+    runs: Sequence[tuple[int, int, float, float]],
+    *,
+    offered_rps: float = 90.0,
+    slo_p95_ms: float = 130.0,
+    name: str = "slo-20250101-120000",
+    bottleneck: str | None = None,
+) -> Path:
+    """An SLO sweep (open model at `offered_rps`) from (pool_size, repetition, rps, p95_ms) runs.
+
+    A run is pool-bound when Little's law fills 90% of its pool, unless `bottleneck` says.
+    """
+    sweep = root / name
+    sweep.mkdir(parents=True)
+    spec = {
+        "name": "slo",
+        "scenario": "single_query",
+        "kind": "slo",
+        "open_model_rps": offered_rps / 30,
+        "grid": {"pool_size": sorted({r[0] for r in runs}), "max_overflow": [0], "users": [30]},
+        "slo": {"p95_ms": slo_p95_ms, "max_error_rate": 0.01},
+    }
+    (sweep / "manifest.json").write_text(json.dumps({"spec": spec}))
+    rows = []
+    for pool, rep, rps, p95 in runs:
+        busy = rps * 0.021  # 21 ms holds: Little's law
+        rows.append(
+            {
+                "run_id": f"p{pool}-o0-s20-u30-q1-r{rep}",
+                "scenario": "single_query",
+                "repetition": rep,
+                "pool_size": pool,
+                "max_overflow": 0,
+                "http_concurrency_limit": 20,
+                "users": 30,
+                "pg_max_size": 10,
+                "pg_max_connections": 100,
+                "queries_per_request": 1,
+                "sim_latency_ms": 20,
+                "think_time_s": 0,
+                "spawn_rate": 100,
+                "duration_s": 6,
+                "experiment": "slo",
+                "offered_rps": offered_rps,
+                "requests": int(rps * 6),
+                "failures": 0,
+                "error_rate": 0.0,
+                "rps": rps,
+                "p50_ms": p95 / 3,
+                "p95_ms": p95,
+                "p99_ms": p95 * 1.3,
+                "mean_ms": p95 / 2.5,
+                "max_ms": p95 * 2,
+                "dropped_arrivals": 0,
+                "inflight_at_end": 2,
+                "schedule_lag_p95_ms": 1.0,
+                "hold_time_mean_ms": 21.0,
+                "hold_time_cv": 0.1,
+                "acquire_wait_p95_ms": max(0.0, p95 - 30),
+                "peak_checked_out": min(pool, 30),
+                "pool_timeouts": 0,
+                "app_inflight_mean": busy + 0.5,
+                "app_inflight_peak": 12,
+                "statements_per_request": 1,
+                "pg_pool_peak_checked_out": 1,
+                "pg_peak_connections": pool + 2,
+                "host_cores": 8,
+                "bottleneck": bottleneck or ("pool" if busy >= 0.9 * pool else "none"),
+            }
+        )
+    with (sweep / "runs.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(RUNS_CSV_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    return sweep

@@ -225,3 +225,39 @@ def test_spec_is_frozen() -> None:
     spec = SweepSpec(name="x", scenario="single_query")
     with pytest.raises(AttributeError):
         spec.name = "y"  # type: ignore[misc]
+
+
+def test_kind_follows_the_load_model_and_both_runs_two_experiments(tmp_path: Path) -> None:
+    closed = load_spec(write(tmp_path, 'scenario = "single_query"\n'))
+    assert closed.kind == "capacity" and {p.experiment for p in closed.points()} == {"capacity"}
+    both = load_spec(
+        write(
+            tmp_path,
+            'scenario = "single_query"\nkind = "both"\nopen_model_rps = 5\n'
+            "[grid]\npool_size = [2, 4]\nmax_overflow = [0]\nusers = [10]\n",
+        )
+    )
+    points = both.points()
+    slo = [p for p in points if p.experiment == "slo"]
+    capacity = [p for p in points if p.experiment == "capacity"]
+    assert len(slo) == len(capacity) == 2
+    assert all(p.offered_rps == 50 and p.open_model_rps == 5 for p in slo)
+    # Closed loop with users well above the pool: 4 x the largest pool by default.
+    assert all(p.open_model_rps == 0 and p.users == 16 for p in capacity)
+    assert all(p.run_id.endswith("-cap-r1") for p in capacity)
+    assert len({p.run_id for p in points}) == len(points)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('kind = "slo"\n', "kind: slo needs open_model_rps > 0"),
+        ('kind = "capacity"\nopen_model_rps = 3\n', "kind: capacity is a closed loop"),
+        ('kind = "soak"\n', "kind: must be one of slo, capacity, both"),
+        ("capacity_users = 0\n", "capacity_users: must be an integer >= 1"),
+    ],
+)
+def test_invalid_kinds_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, 'scenario = "single_query"\n' + text)
+    with pytest.raises(UsageError, match=message):
+        load_spec(path)

@@ -12,24 +12,28 @@ from bench.results import POINT_COLUMNS, UNTRUSTED_BOTTLENECKS
 
 # A config is everything that defines a point except the repetition.
 CONFIG_COLUMNS = tuple(c for c in POINT_COLUMNS if c not in ("run_id", "repetition"))
-# Axes that change the workload rather than the pool: optima are found per workload.
-WORKLOAD_COLUMNS = ("scenario", "users", "queries_per_request", "sim_latency_ms", "think_time_s")
+# Axes that change the work of a request rather than the pool.
+BASE_WORKLOAD_COLUMNS = ("scenario", "queries_per_request", "sim_latency_ms", "think_time_s")
+# A workload is that work at one load (users, and the offered rate of an open model): optima
+# are found per workload.
+WORKLOAD_COLUMNS = (*BASE_WORKLOAD_COLUMNS, "users", "offered_rps")
 # Pool axes other than pool_size and max_overflow: fixed at the optimum's values for curves.
 OTHER_POOL_AXES = ("http_concurrency_limit", "pg_max_size")
 CONFIDENCE = 0.95
 MEAN_COLUMNS = (
     "rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "error_rate", "acquire_wait_p95_ms",
-    "acquire_wait_p99_ms", "hold_time_mean_ms", "hold_time_p95_ms", "app_cpu_pct",
+    "acquire_wait_p99_ms", "hold_time_mean_ms", "hold_time_p95_ms", "hold_time_cv", "app_cpu_pct",
     "locust_cpu_pct", "pg_cpu_pct", "host_cpu_pct", "downstream_cpu_pct", "schedule_lag_p95_ms",
     "app_inflight_mean", "statements_per_request", "pg_pool_acquire_wait_p95_ms",
-    "pg_pool_hold_time_mean_ms",
+    "pg_pool_hold_time_mean_ms", "http_semaphore_wait_p95_ms",
 )  # fmt: skip
 MAX_COLUMNS = (
     "peak_checked_out", "pg_peak_connections", "app_inflight_peak", "pg_pool_peak_checked_out",
+    "http_peak_in_flight",
 )  # fmt: skip
 SUM_COLUMNS = (
     "pool_timeouts", "requests", "failures", "dropped_arrivals", "inflight_at_end",
-    "pg_pool_timeouts",
+    "pg_pool_timeouts", "http_waits_holding_connection",
 )  # fmt: skip
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from bench.analysis.aggregate import WORKLOAD_COLUMNS, aggregate
-from bench.analysis.load import Sweep
+from bench.analysis.aggregate import (
+    BASE_WORKLOAD_COLUMNS,
+    CONFIG_COLUMNS,
+    WORKLOAD_COLUMNS,
+    aggregate,
+    untrusted,
+)
+from bench.analysis.load import Sweep, endpoint_figures
 from bench.analysis.models import (
     DEFAULT_HEADROOM,
     DEFAULT_P99_WAIT_MS,
@@ -22,11 +29,24 @@ from bench.analysis.models import (
     seed_formula_explanation,
     size_all,
 )
-from bench.analysis.optimum import Optimum, find_optimum, measured_rps_at, usl_series
+from bench.analysis.optimum import (
+    Optimum,
+    find_optimum,
+    find_slo_optimum,
+    measured_rps_at,
+    row_process_connections,
+    usl_series,
+)
 from bench.analysis.thresholds import THRESHOLD_METRICS
 from bench.errors import UsageError
 from bench.fmt import num, opt_float, pct
-from bench.spec import Fleet, Slo
+from bench.spec import CAPACITY, SLO, Fleet, Slo
+
+# The USL needs a throughput curve in which every point saturates: a closed loop.
+CAPACITY_NEEDED = (
+    "needs a capacity sweep (kind = capacity or both: closed loop, users well above the pool); "
+    "an SLO sweep's throughput plateaus at the offered rate, which is not contention"
+)
 
 # The columns that identify a config in the tables (the recommended row is marked by them).
 RECOMMENDED_KEY = (
@@ -52,13 +72,23 @@ class ModelComparison:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkloadAnalysis:
-    """Optimum, fit and models for one workload (scenario, users, queries, latency)."""
+    """One workload (scenario, queries, latency, target load): its optimum, fit and models.
+
+    `experiment` says where the optimum comes from: `slo` (open model at the target rate) or
+    `capacity` (closed loop). `capacity_table` holds the workload's capacity points, the only
+    ones the USL is fitted to. The models are fed from `reference`, one run a user could observe
+    in production without knowing the answer, and judged against the measured optimum.
+    """
 
     key: dict[str, Any]
     label: str
+    experiment: str
     table: pd.DataFrame
+    capacity_table: pd.DataFrame
     optimum: Optimum
     inputs: SizingInputs | None
+    reference: dict[str, Any] | None
+    inputs_note: str
     usl: UslFit | None
     usl_note: str
     usl_overflow: float | None
@@ -100,6 +130,8 @@ class Analysis:
     def verdict(self) -> str:
         """One line: does the recommended config meet the SLO, with its numbers."""
         row = self.recommended
+        if self.headline.optimum.inconclusive:
+            return "INCONCLUSIVE: no trusted run (see the warnings for what to change)"
         if row is None:
             return "no usable runs"
         figures = f"p95 {num(row['p95_ms'])} ms, errors {pct(row['error_rate'])}"
@@ -134,64 +166,144 @@ def uses_database(table: pd.DataFrame) -> bool:
     return peaks.empty or bool((peaks > 0).any())
 
 
+def _matching(frame: pd.DataFrame, values: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows whose columns equal `values` (a blank matches a blank)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in values.items():
+        if pd.isna(value):
+            mask &= frame[column].isna()
+        else:
+            mask &= frame[column] == value
+    return frame[mask]
+
+
+def reference_run(runs: pd.DataFrame) -> dict[str, Any] | None:
+    """The run a user could observe in production: trusted, not pool-bound, the most connections.
+
+    An ample pool at the target load: its concurrency, statements, hold time and rate are what
+    production telemetry shows, measured without knowing the optimum.
+    """
+    candidates = runs[~untrusted(runs) & (runs["bottleneck"] != "pool") & runs["rps"].notna()]
+    if candidates.empty:
+        return None
+    ordered = candidates.sort_values(
+        ["connections", "p95_ms", "repetition"], ascending=[False, True, False], kind="stable"
+    )
+    return {str(k): v for k, v in ordered.iloc[0].to_dict().items()}
+
+
+def sizing_inputs(
+    reference: Mapping[str, Any],
+    slo: Slo,
+    *,
+    db_cores: int,
+    headroom: float,
+    p99_wait_ms: float = DEFAULT_P99_WAIT_MS,
+) -> tuple[SizingInputs | None, str]:
+    """Every model input measured in the reference run, and a note on any stand-in used."""
+    notes = []
+    concurrency = opt_float(reference.get("app_inflight_mean"))
+    if concurrency is None:
+        concurrency = opt_float(reference.get("users")) or 1.0
+        notes.append("concurrency is the spec's users (the target serves no in-flight gauge)")
+    queries = opt_float(reference.get("statements_per_request"))
+    if queries is None or queries <= 0:
+        queries = opt_float(reference.get("queries_per_request")) or 1.0
+        notes.append("queries per request from the spec (no statement count)")
+    hold_time_ms = opt_float(reference.get("hold_time_mean_ms"))
+    if hold_time_ms is None:
+        # No app telemetry: with a session per request, hold time ~ request time.
+        hold_time_ms = opt_float(reference.get("mean_ms"))
+        notes.append("hold time is the mean request time (no pool telemetry)")
+    if not hold_time_ms:
+        return None, "no hold time measured"
+    offered = opt_float(reference.get("offered_rps"))
+    target_rps = offered if offered else opt_float(reference.get("rps"))
+    service_p95 = opt_float(reference.get("p95_ms"))
+    budget, quantile = p99_wait_ms, 0.99
+    if slo.p95_ms is not None and service_p95 is not None:
+        # The SLO's wait budget: what the p95 allows beyond the service time at an ample pool.
+        budget, quantile = max(slo.p95_ms - service_p95, 0.1), 0.95
+    inputs = SizingInputs(
+        concurrency=concurrency,
+        peak_concurrency=opt_float(reference.get("app_inflight_peak")),
+        queries_per_request=queries,
+        hold_time_ms=hold_time_ms,
+        target_rps=target_rps,
+        db_cores=db_cores,
+        headroom=headroom,
+        wait_budget_ms=budget,
+        wait_quantile=quantile,
+        hold_time_cv=opt_float(reference.get("hold_time_cv")),
+    )
+    return inputs, "; ".join(notes)
+
+
+def _fit_usl(capacity: pd.DataFrame) -> tuple[UslFit | None, str, float | None]:
+    if capacity.empty:
+        return None, CAPACITY_NEEDED, None
+    if capacity["pool_size"].isna().all():
+        return None, "pool size unknown", None
+    series, overflow = usl_series(capacity, None)
+    try:
+        return fit_usl(series["connections"].to_numpy(), series["rps"].to_numpy()), "", overflow
+    except ValueError as exc:
+        return None, str(exc), None
+
+
 def _analyse_workload(
     key: dict[str, Any],
     table: pd.DataFrame,
+    capacity: pd.DataFrame,
+    runs: pd.DataFrame,
     *,
+    experiment: str,
     slo: Slo,
     fleet: Fleet | None,
     tolerance: float,
     db_cores: int,
     p99_wait_ms: float,
     headroom: float,
+    endpoints: Callable[[str], Mapping[str, Mapping[str, Any]]],
 ) -> WorkloadAnalysis:
-    optimum = find_optimum(table, slo, fleet, tolerance)
-    row = optimum.row
-    usl: UslFit | None = None
-    usl_note = ""
-    usl_overflow = None
-    series, overflow = usl_series(table, row)
-    if table["pool_size"].notna().any():
-        try:
-            usl = fit_usl(series["connections"].to_numpy(), series["rps"].to_numpy())
-            usl_overflow = overflow
-        except ValueError as exc:
-            usl_note = str(exc)
+    if experiment == SLO:
+        optimum = find_slo_optimum(table, runs, slo, fleet, CONFIG_COLUMNS, endpoints)
     else:
-        usl_note = "pool size unknown"
-    inputs = None
+        optimum = find_optimum(table, slo, fleet, tolerance)
+    usl, usl_note, usl_overflow = _fit_usl(capacity)
+    pools_known = table["pool_size"].notna().any()
+    reference = reference_run(runs) if pools_known and uses_database(table) else None
+    inputs, inputs_note = None, ""
     models: list[ModelComparison] = []
     explanation = ""
-    concurrency = opt_float(key.get("users"))
-    if row is not None and concurrency is not None and uses_database(table):
-        hold_time_ms = (
-            opt_float(row.get("hold_time_mean_ms"))
-            or opt_float(table["hold_time_mean_ms"].median())
-            # No app telemetry: with a session per request, hold time ~ request time.
-            or opt_float(row.get("mean_ms"))
+    row = optimum.row
+    if reference is not None and row is not None:
+        inputs, inputs_note = sizing_inputs(
+            reference, slo, db_cores=db_cores, headroom=headroom, p99_wait_ms=p99_wait_ms
         )
-        if hold_time_ms:
-            inputs = SizingInputs(
-                concurrency=concurrency,
-                queries_per_request=opt_float(key.get("queries_per_request")) or 1.0,
-                hold_time_ms=hold_time_ms,
-                target_rps=opt_float(row.get("rps")),
-                db_cores=db_cores,
-                p99_wait_ms=p99_wait_ms,
-                headroom=headroom,
-            )
-            opt_connections = float(row["connections"])
-            for model in size_all(inputs, usl, usl_note, tolerance):
-                models.append(_compare(model, table, opt_connections, fleet))
-            explanation = seed_formula_explanation(
-                inputs.concurrency, inputs.queries_per_request, hold_time_ms, inputs.offered_rps
-            )
+    elif pools_known and uses_database(table):
+        inputs_note = (
+            "no reference run: every trusted run was pool-bound; add a larger pool_size so the "
+            "models can be fed from an ample pool"
+        )
+    if inputs is not None and row is not None:
+        opt_connections = float(row["connections"])
+        extra = row_process_connections(row) - opt_connections
+        for model in size_all(inputs, usl, usl_note, tolerance):
+            models.append(_compare(model, table, opt_connections, fleet, extra))
+        explanation = seed_formula_explanation(
+            inputs.concurrency, inputs.queries_per_request, inputs.hold_time_ms, inputs.offered_rps
+        )
     return WorkloadAnalysis(
         key=key,
         label=workload_label(key),
+        experiment=experiment,
         table=table,
+        capacity_table=capacity,
         optimum=optimum,
         inputs=inputs,
+        reference=reference,
+        inputs_note=inputs_note,
         usl=usl,
         usl_note=usl_note,
         usl_overflow=usl_overflow,
@@ -201,7 +313,11 @@ def _analyse_workload(
 
 
 def _compare(
-    model: ModelResult, table: pd.DataFrame, opt_connections: float, fleet: Fleet | None
+    model: ModelResult,
+    table: pd.DataFrame,
+    opt_connections: float,
+    fleet: Fleet | None,
+    other_pools: float,
 ) -> ModelComparison:
     if model.pool_size is None:
         return ModelComparison(
@@ -216,7 +332,7 @@ def _compare(
         size_error=model.pool_size - opt_connections,
         measured_rps=measured,
         rps_error_pct=error,
-        fits_fleet=None if fleet is None else fleet.fits(model.pool_size),
+        fits_fleet=None if fleet is None else fleet.fits(model.pool_size + other_pools),
     )
 
 
@@ -250,22 +366,40 @@ def analyse(
     fleet = fleet if fleet is not None else sweep.fleet()
     table = aggregate(sweep.runs)
     slo = sweep.slo
-    cores = db_cores or _db_cores(sweep)
+    settings: dict[str, Any] = {
+        "slo": slo,
+        "fleet": fleet,
+        "tolerance": tolerance,
+        "db_cores": db_cores or _db_cores(sweep),
+        "p99_wait_ms": p99_wait_ms,
+        "headroom": headroom,
+        "endpoints": functools.partial(endpoint_figures, sweep),
+    }
     workloads = []
-    for key_values, group in table.groupby(list(WORKLOAD_COLUMNS), dropna=False, sort=True):
-        key = dict(zip(WORKLOAD_COLUMNS, key_values, strict=True))
-        workloads.append(
-            _analyse_workload(
-                key,
-                group.reset_index(drop=True),
-                slo=slo,
-                fleet=fleet,
-                tolerance=tolerance,
-                db_cores=cores,
-                p99_wait_ms=p99_wait_ms,
-                headroom=headroom,
+    base = list(BASE_WORKLOAD_COLUMNS)
+    for base_values, group in table.groupby(base, dropna=False, sort=True):
+        key = dict(zip(base, base_values, strict=True))
+        is_slo = group["experiment"] == SLO
+        capacity = group[~is_slo]
+        if is_slo.any():
+            # The USL describes the capacity curve: one users value, the largest, per workload.
+            curve = capacity[capacity["users"] == capacity["users"].max()]
+            for (users, offered), rows in group[is_slo].groupby(
+                ["users", "offered_rps"], dropna=False, sort=True
+            ):
+                target = key | {"users": users, "offered_rps": offered}
+                runs = _matching(sweep.runs, target | {"experiment": SLO})
+                workloads.append(
+                    _analyse_workload(target, rows, curve, runs, experiment=SLO, **settings)
+                )
+            continue
+        for users, rows in capacity.groupby("users", dropna=False, sort=True):
+            target = key | {"users": users}
+            runs = _matching(sweep.runs, target)
+            runs = runs[runs["experiment"] != SLO]
+            workloads.append(
+                _analyse_workload(target, rows, rows, runs, experiment=CAPACITY, **settings)
             )
-        )
     # One setting must serve every workload measured: size for the most demanding one.
     headline = max(
         workloads,

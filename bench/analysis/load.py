@@ -1,4 +1,5 @@
-"""Load a sweep directory (or plain Locust CSV output) into a typed Sweep with a tidy runs table."""
+"""Load a sweep directory (or plain Locust CSV output) into a typed Sweep with a tidy runs table
+(and, when the sweep has one, a tidy table of each run's per-endpoint figures)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from bench.errors import UsageError
 from bench.results import (
     BOOL_COLUMNS,
     BOTTLENECKS,
+    ENDPOINT_FIGURES,
+    ENDPOINTS_CSV_COLUMNS,
+    ENDPOINTS_CSV_FILE,
+    ENDPOINTS_STRING_COLUMNS,
     LOCUST_HISTORY_FILE,
     LOCUST_HISTORY_SUFFIX,
     LOCUST_STATS_SUFFIX,
@@ -33,6 +38,16 @@ from bench.specfile import spec_from_manifest
 REQUIRED_COLUMNS = ("run_id", "repetition", "pool_size", "max_overflow", "rps", "p95_ms")
 
 
+def empty_endpoints() -> pd.DataFrame:
+    """An endpoints table without rows: the endpoints.csv columns, typed."""
+    return pd.DataFrame(
+        {
+            column: pd.Series(dtype=object if column in ENDPOINTS_STRING_COLUMNS else float)
+            for column in ENDPOINTS_CSV_COLUMNS
+        }
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Sweep:
     """One loaded sweep: its runs, manifest (secrets scrubbed) and the spec it ran."""
@@ -48,6 +63,9 @@ class Sweep:
     history_paths: dict[str, Path] = field(default_factory=dict)
     # What could not be read, for the warnings.
     problems: list[str] = field(default_factory=list)
+    # endpoints.csv: one row per run and endpoint; empty when the sweep has none (plain Locust
+    # output, sweeps from before it) or it is unreadable (then a problem says so).
+    endpoints: pd.DataFrame = field(default_factory=empty_endpoints)
 
     @property
     def slo(self) -> Slo:
@@ -60,6 +78,19 @@ class Sweep:
         if self.spec is not None:
             return self.spec.fleet.with_overrides(**given)
         return Fleet().with_overrides(**given) if given else None
+
+
+def endpoint_figures(sweep: Sweep, run_id: str) -> dict[str, dict[str, Any]]:
+    """One run's figures per endpoint, {name: {requests, failures, error_rate, p95_ms, ...}}.
+
+    What `Slo.endpoint_failure` takes; blanks are NaN, and a run without rows gives {}.
+    """
+    frame = sweep.endpoints
+    rows = frame.loc[frame["run_id"] == run_id, ["endpoint", *ENDPOINT_FIGURES]]
+    return {
+        str(row["endpoint"]): {column: row[column] for column in ENDPOINT_FIGURES}
+        for row in rows.to_dict("records")
+    }
 
 
 def connections(frame: pd.DataFrame) -> pd.Series:
@@ -123,6 +154,7 @@ def _load_results_dir(root: Path) -> Sweep:
         for run_id in runs["run_id"]
         if (p := root / RUNS_DIR / str(run_id) / LOCUST_HISTORY_FILE).is_file()
     }
+    endpoints = _load_endpoints(root / ENDPOINTS_CSV_FILE, problems)
     return Sweep(
         root=root,
         name=root.name,
@@ -131,7 +163,29 @@ def _load_results_dir(root: Path) -> Sweep:
         spec=spec,
         history_paths=history,
         problems=problems,
+        endpoints=endpoints,
     )
+
+
+def _load_endpoints(path: Path, problems: list[str]) -> pd.DataFrame:
+    """Read endpoints.csv, typed; missing (older sweeps) is no rows, unreadable a problem too."""
+    if not path.is_file():
+        return empty_endpoints()
+    try:
+        # As text first: an endpoint is a name, never a number or a missing value.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problems.append(f"{path.name} is unreadable, no per-endpoint figures: {first}")
+        return empty_endpoints()
+    missing = [c for c in ENDPOINTS_CSV_COLUMNS if c not in frame.columns]
+    if missing:
+        problems.append(f"{path.name} lacks {', '.join(missing)}, no per-endpoint figures")
+        return empty_endpoints()
+    out = frame.loc[:, list(ENDPOINTS_CSV_COLUMNS)].copy()
+    for column in ENDPOINT_FIGURES:
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+    return out.reset_index(drop=True)
 
 
 def _normalise(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
@@ -142,7 +196,7 @@ def _normalise(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
             out[column] = np.nan if column not in STRING_COLUMNS else ""
     for column in RUNS_CSV_COLUMNS:
         if column in STRING_COLUMNS:
-            out[column] = out[column].fillna("").astype(str)
+            out[column] = out[column].astype(object).where(out[column].notna(), "").astype(str)
         elif column in BOOL_COLUMNS:
             out[column] = out[column].map(_truthy).astype(bool)
         else:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,8 @@ class ModelResult:
     predicted_rps: float | None
     formula: str
     note: str = ""
+    # The figures the model used, by name (concurrency, hold_time_ms, target_rps, ...).
+    inputs: Mapping[str, float] = field(default_factory=dict)
 
 
 # --- 1. the seed formula -------------------------------------------------------------------
@@ -219,41 +221,75 @@ def erlang_c(servers: int, offered_erlangs: float) -> float:
     return servers * blocking / (servers - offered_erlangs * (1 - blocking))
 
 
-def wait_tail(servers: int, arrival_rps: float, hold_time_ms: float, wait_ms: float) -> float:
-    """P(W > t) = C(c, a) * exp(-(c*mu - lambda) * t) for M/M/c."""
+def allen_cunneen(ca2: float = 1.0, cs2: float = 1.0) -> float:
+    """The G/G/c correction (Ca^2 + Cs^2) / 2 to M/M/c waits (1 for Poisson arrivals and
+    exponential holds; about 1/2 for Poisson arrivals and nearly constant holds)."""
+    return (ca2 + cs2) / 2
+
+
+def _drain_per_s(servers: int, arrival_rps: float, hold_time_ms: float) -> float | None:
+    """c*mu - lambda, the rate a queue drains at; None when the pool is overloaded."""
     hold_s = hold_time_ms / 1000.0
-    offered = arrival_rps * hold_s
-    if offered >= servers:
+    drain = servers / hold_s - arrival_rps
+    return drain if arrival_rps * hold_s < servers else None
+
+
+def wait_tail(
+    servers: int, arrival_rps: float, hold_time_ms: float, wait_ms: float, variability: float = 1.0
+) -> float:
+    """P(W > t) = C(c, a) * exp(-(c*mu - lambda) * t / v).
+
+    M/M/c for `variability` v = 1; G/G/c by Allen-Cunneen with v = (Ca^2 + Cs^2) / 2, which
+    scales the whole wait distribution (its mean exactly as the approximation does).
+    """
+    drain = _drain_per_s(servers, arrival_rps, hold_time_ms)
+    if drain is None:
         return 1.0
-    drain_per_s = servers / hold_s - arrival_rps
-    return erlang_c(servers, offered) * math.exp(-drain_per_s * wait_ms / 1000.0)
+    c_wait = erlang_c(servers, arrival_rps * hold_time_ms / 1000.0)
+    if variability <= 0:
+        return 0.0 if wait_ms > 0 else c_wait
+    return c_wait * math.exp(-drain * wait_ms / 1000.0 / variability)
+
+
+def mean_wait_ms(
+    servers: int, arrival_rps: float, hold_time_ms: float, variability: float = 1.0
+) -> float:
+    """Mean acquire wait Wq = C(c, a) / (c*mu - lambda) x v, in ms (inf when overloaded)."""
+    drain = _drain_per_s(servers, arrival_rps, hold_time_ms)
+    if drain is None:
+        return math.inf
+    return 1000.0 * erlang_c(servers, arrival_rps * hold_time_ms / 1000.0) / drain * variability
 
 
 def wait_quantile_ms(
-    servers: int, arrival_rps: float, hold_time_ms: float, quantile: float = 0.99
+    servers: int,
+    arrival_rps: float,
+    hold_time_ms: float,
+    quantile: float = 0.99,
+    variability: float = 1.0,
 ) -> float:
-    """The `quantile` of the acquire wait in M/M/c, in ms (inf when overloaded)."""
-    hold_s = hold_time_ms / 1000.0
-    offered = arrival_rps * hold_s
-    if offered >= servers:
+    """The `quantile` of the acquire wait, in ms (inf when overloaded); see `wait_tail`."""
+    drain = _drain_per_s(servers, arrival_rps, hold_time_ms)
+    if drain is None:
         return math.inf
-    c_wait = erlang_c(servers, offered)
+    c_wait = erlang_c(servers, arrival_rps * hold_time_ms / 1000.0)
     if c_wait <= 1 - quantile:
         return 0.0
-    return 1000.0 * math.log(c_wait / (1 - quantile)) / (servers / hold_s - arrival_rps)
+    return 1000.0 * math.log(c_wait / (1 - quantile)) / drain * variability
 
 
 def erlang_pool(
     arrival_rps: float,
     hold_time_ms: float,
-    p99_wait_ms: float = DEFAULT_P99_WAIT_MS,
+    wait_ms: float = DEFAULT_P99_WAIT_MS,
     quantile: float = 0.99,
+    variability: float = 1.0,
 ) -> int:
-    """Smallest pool whose `quantile` acquire wait is at most `p99_wait_ms` (M/M/c)."""
+    """Smallest pool whose `quantile` acquire wait is at most `wait_ms` (see `wait_tail`)."""
     offered = arrival_rps * hold_time_ms / 1000.0
     servers = max(1, math.floor(offered) + 1)
     while servers < ERLANG_MAX_SERVERS:
-        if wait_tail(servers, arrival_rps, hold_time_ms, p99_wait_ms) <= 1 - quantile:
+        if wait_tail(servers, arrival_rps, hold_time_ms, wait_ms, variability) <= 1 - quantile:
             return servers
         servers += 1
     return servers
@@ -264,7 +300,7 @@ def erlang_pool(
 
 @dataclass(frozen=True, kw_only=True)
 class SizingInputs:
-    """What the models need: measured in a sweep, or typed in for `poolbench size`."""
+    """What the models need: measured in a reference run, or typed in for `poolbench size`."""
 
     concurrency: float
     queries_per_request: float
@@ -272,8 +308,15 @@ class SizingInputs:
     db_cores: int
     target_rps: float | None = None
     spindles: int = 0
-    p99_wait_ms: float = DEFAULT_P99_WAIT_MS
     headroom: float = DEFAULT_HEADROOM
+    # The most requests in flight at once: a second reading of "concurrent requests".
+    peak_concurrency: float | None = None
+    # Erlang C: the acquire wait allowed at `wait_quantile`. With an SLO, its p95 minus the
+    # measured service time at the 0.95 quantile; without one, 10 ms at the 0.99 quantile.
+    wait_budget_ms: float = DEFAULT_P99_WAIT_MS
+    wait_quantile: float = 0.99
+    # Coefficient of variation of the hold time (Cs); None: exponential (Cs = 1, M/M/c).
+    hold_time_cv: float | None = None
 
     @property
     def offered_rps(self) -> float:
@@ -282,10 +325,76 @@ class SizingInputs:
             return self.target_rps
         return throughput_ceiling_rps(self.concurrency, self.hold_time_ms)
 
+    @property
+    def variability(self) -> float:
+        """Allen-Cunneen's (Ca^2 + Cs^2) / 2 for Poisson arrivals (Ca^2 = 1)."""
+        cs = 1.0 if self.hold_time_cv is None else self.hold_time_cv
+        return allen_cunneen(1.0, cs * cs)
+
 
 def _ceiling_rps(pool_size: int, inputs: SizingInputs) -> float:
     """Little's-law throughput of a pool, never above the offered load."""
     return min(throughput_ceiling_rps(pool_size, inputs.hold_time_ms), inputs.offered_rps)
+
+
+def _seed(inputs: SizingInputs, concurrency: float, reading: str) -> ModelResult:
+    seed = seed_formula(concurrency, inputs.queries_per_request)
+    return ModelResult(
+        name=f"seed formula ({reading})",
+        pool_size=seed,
+        predicted_rps=_ceiling_rps(seed, inputs),
+        formula=f"ceil({concurrency:.1f} / {inputs.queries_per_request:g} x 1.5)",
+        note="divides by queries per request: more queries, smaller pool",
+        inputs={"concurrency": concurrency, "queries_per_request": inputs.queries_per_request},
+    )
+
+
+def _usl(usl: UslFit | None, usl_note: str, tolerance: float) -> ModelResult:
+    if usl is None:
+        return ModelResult(
+            name="USL fit",
+            pool_size=None,
+            predicted_rps=None,
+            formula="X(N) = lambda N / (1 + sigma (N-1) + kappa N (N-1))",
+            note=usl_note or "no throughput-vs-pool-size points",
+        )
+    knee = usl.knee_n(tolerance)
+    peak = "inf (no retrograde region)" if math.isinf(usl.peak_n) else f"{usl.peak_n:.1f}"
+    return ModelResult(
+        name="USL fit",
+        pool_size=knee,
+        predicted_rps=float(usl.throughput(knee)),
+        formula=f"smallest N within {tolerance:.0%} of X(N*)",
+        note=(
+            f"sigma={usl.sigma:.4f} kappa={usl.kappa:.2e} lambda={usl.lam:.2f} "
+            f"N*={peak} R2={usl.r2:.3f}"
+        ),
+        inputs={"capacity_points": float(usl.n_points)},
+    )
+
+
+def _erlang(inputs: SizingInputs) -> ModelResult:
+    rate, hold = inputs.offered_rps, inputs.hold_time_ms
+    budget, quantile, variability = inputs.wait_budget_ms, inputs.wait_quantile, inputs.variability
+    erlang = erlang_pool(rate, hold, budget, quantile, variability)
+    corrected = "" if variability == 1 else f", Allen-Cunneen x{variability:.2f}"
+    return ModelResult(
+        name="Erlang C",
+        pool_size=erlang,
+        predicted_rps=min(rate, throughput_ceiling_rps(erlang, hold)),
+        formula=f"smallest c with P(wait > {budget:.1f} ms) <= {1 - quantile:.0%}{corrected}",
+        note=(
+            f"offered {busy_connections(rate, hold):.1f} Erlangs; "
+            f"P(wait) = {erlang_c(erlang, busy_connections(rate, hold)):.3f}"
+        ),
+        inputs={
+            "target_rps": rate,
+            "hold_time_ms": hold,
+            "wait_budget_ms": budget,
+            "wait_quantile": quantile,
+            "hold_time_cv": 1.0 if inputs.hold_time_cv is None else inputs.hold_time_cv,
+        },
+    )
 
 
 def size_all(
@@ -293,28 +402,28 @@ def size_all(
     usl: UslFit | None = None,
     usl_note: str = "",
     tolerance: float = DEFAULT_TOLERANCE,
+    *,
+    corrected: bool = False,
 ) -> list[ModelResult]:
-    """Every model's recommendation for the same inputs."""
-    rate = inputs.offered_rps
-    seed = seed_formula(inputs.concurrency, inputs.queries_per_request)
-    little = littles_pool(rate, inputs.hold_time_ms, inputs.headroom)
+    """Every model's recommendation for the same inputs.
+
+    `corrected` adds the no-benchmark corrected rule (`poolbench size`): with measured inputs
+    it is only Little's law again.
+    """
+    rate, hold = inputs.offered_rps, inputs.hold_time_ms
+    little = littles_pool(rate, hold, inputs.headroom)
     hikari = hikari_pool(inputs.db_cores, inputs.spindles)
-    erlang = erlang_pool(rate, inputs.hold_time_ms, inputs.p99_wait_ms)
-    corrected = corrected_pool(rate, inputs.hold_time_ms, inputs.headroom, inputs.concurrency)
-    results = [
-        ModelResult(
-            name="seed formula",
-            pool_size=seed,
-            predicted_rps=_ceiling_rps(seed, inputs),
-            formula=f"ceil({inputs.concurrency:g} / {inputs.queries_per_request:g} x 1.5)",
-            note="divides by queries per request: more queries, smaller pool",
-        ),
+    results = [_seed(inputs, inputs.concurrency, "mean in flight")]
+    if inputs.peak_concurrency is not None and inputs.peak_concurrency != inputs.concurrency:
+        results.append(_seed(inputs, inputs.peak_concurrency, "peak in flight"))
+    results += [
         ModelResult(
             name="Little's law",
             pool_size=little,
             predicted_rps=_ceiling_rps(little, inputs),
-            formula=(f"ceil({rate:.1f} rps x {inputs.hold_time_ms:.1f} ms x {inputs.headroom:g})"),
-            note=f"busy connections L = {busy_connections(rate, inputs.hold_time_ms):.1f}",
+            formula=f"ceil({rate:.1f} rps x {hold:.1f} ms x {inputs.headroom:g})",
+            note=f"busy connections L = {busy_connections(rate, hold):.1f}",
+            inputs={"target_rps": rate, "hold_time_ms": hold, "headroom": inputs.headroom},
         ),
         ModelResult(
             name="HikariCP",
@@ -322,55 +431,31 @@ def size_all(
             predicted_rps=_ceiling_rps(hikari, inputs),
             formula=f"{inputs.db_cores} cores x 2 + {inputs.spindles} spindles",
             note="assumes CPU-bound queries on the database; blind to hold time",
+            inputs={"db_cores": inputs.db_cores, "spindles": inputs.spindles},
         ),
+        _usl(usl, usl_note, tolerance),
+        _erlang(inputs),
     ]
-    if usl is not None:
-        knee = usl.knee_n(tolerance)
-        peak = "inf (no retrograde region)" if math.isinf(usl.peak_n) else f"{usl.peak_n:.1f}"
+    if corrected:
+        pool = corrected_pool(rate, hold, inputs.headroom, inputs.concurrency)
         results.append(
             ModelResult(
-                name="USL fit",
-                pool_size=knee,
-                predicted_rps=float(usl.throughput(knee)),
-                formula=f"smallest N within {tolerance:.0%} of X(N*)",
-                note=(
-                    f"sigma={usl.sigma:.4f} kappa={usl.kappa:.2e} lambda={usl.lam:.2f} "
-                    f"N*={peak} R2={usl.r2:.3f}"
+                name="corrected formula",
+                pool_size=pool,
+                predicted_rps=_ceiling_rps(pool, inputs),
+                formula=(
+                    f"min(ceil({rate:.1f} rps x {hold:.1f} ms x {inputs.headroom:g}), "
+                    f"{inputs.concurrency:g} concurrent)"
                 ),
+                note="hold time is the whole request; query count enters only through it",
+                inputs={
+                    "target_rps": rate,
+                    "hold_time_ms": hold,
+                    "headroom": inputs.headroom,
+                    "concurrency": inputs.concurrency,
+                },
             )
         )
-    else:
-        results.append(
-            ModelResult(
-                name="USL fit",
-                pool_size=None,
-                predicted_rps=None,
-                formula="X(N) = lambda N / (1 + sigma (N-1) + kappa N (N-1))",
-                note=usl_note or "no throughput-vs-pool-size points",
-            )
-        )
-    results += [
-        ModelResult(
-            name="Erlang C",
-            pool_size=erlang,
-            predicted_rps=min(rate, throughput_ceiling_rps(erlang, inputs.hold_time_ms)),
-            formula=f"smallest c with P(wait > {inputs.p99_wait_ms:g} ms) <= 1%",
-            note=(
-                f"offered {busy_connections(rate, inputs.hold_time_ms):.1f} Erlangs; "
-                f"P(wait) = {erlang_c(erlang, busy_connections(rate, inputs.hold_time_ms)):.3f}"
-            ),
-        ),
-        ModelResult(
-            name="corrected formula",
-            pool_size=corrected,
-            predicted_rps=_ceiling_rps(corrected, inputs),
-            formula=(
-                f"min(ceil({rate:.1f} rps x {inputs.hold_time_ms:.1f} ms x "
-                f"{inputs.headroom:g}), {inputs.concurrency:g} concurrent)"
-            ),
-            note="hold time is the whole request; query count enters only through it",
-        ),
-    ]
     return results
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from bench.analysis.analyse import Analysis
-from bench.errors import UsageError
-from bench.fmt import num, pct
+from bench.analysis.models import DEFAULT_HEADROOM
+from bench.errors import Inconclusive, UsageError
+from bench.fmt import num, opt_float, pct
 
 # SQLAlchemy's default; kept when there is no SLO to derive a fail-fast timeout from.
 DEFAULT_POOL_TIMEOUT_S = 30
 DEFAULT_POOL_RECYCLE_S = 1800
+DEFAULT_PG_MIN_SIZE = 1
+DEFAULT_UNUSED_PG_POOL = 2  # health checks only
 
 
 def pool_timeout_s(analysis: Analysis) -> int:
@@ -20,8 +25,29 @@ def pool_timeout_s(analysis: Analysis) -> int:
     return max(1, math.ceil(4 * analysis.slo.p95_ms / 1000))
 
 
+def asyncpg_pool(rec: Mapping[str, Any], headroom: float = DEFAULT_HEADROOM) -> tuple[int, str]:
+    """PG_POOL_MAX_SIZE for the direct asyncpg pool, from its own measured peak, and why."""
+    peak = opt_float(rec.get("pg_pool_peak_checked_out"))
+    measured_max = opt_float(rec.get("pg_max_size"))
+    if not peak:
+        return DEFAULT_UNUSED_PG_POOL, (
+            "the direct asyncpg pool was not used by this workload beyond health checks"
+        )
+    size = max(1, math.ceil(peak * headroom))
+    wait = opt_float(rec.get("pg_pool_acquire_wait_p95_ms")) or 0.0
+    why = f"its measured peak was {peak:g} connections checked out (x{headroom:g} headroom)"
+    if measured_max is not None and peak >= measured_max and wait >= 1:
+        why += (
+            f"; it was saturated at max_size {measured_max:g} (acquire wait p95 {wait:.1f} ms):"
+            " sweep pg_max_size to size it properly"
+        )
+    return size, why
+
+
 def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -> str:
     """The env vars, engine kwargs, reasons and risk flags for the recommended config."""
+    if analysis.headline.optimum.inconclusive:
+        raise Inconclusive(f"{analysis.sweep.name}: {analysis.headline.optimum.reason}")
     rec = analysis.recommended
     if rec is None or math.isnan(float(rec.get("pool_size", math.nan))):
         raise UsageError(
@@ -29,6 +55,8 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         )
     pool = int(rec["pool_size"])
     overflow = int(rec["max_overflow"])
+    direct, direct_why = asyncpg_pool(rec)
+    per_process = pool + overflow + direct
     timeout = pool_timeout_s(analysis)
     recycle = DEFAULT_POOL_RECYCLE_S
     if idle_timeout_s is not None:
@@ -43,7 +71,10 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         f"# SLO: {analysis.verdict()}",
     ]
     if analysis.fleet is not None:
-        lines.append(f"# fleet: {analysis.fleet.describe(rec['connections'])}")
+        lines.append(
+            f"# fleet (both pools, {pool + overflow} + {direct} per process): "
+            f"{analysis.fleet.describe(per_process)}"
+        )
     lines += [
         "",
         f"DB_POOL_SIZE={pool}",
@@ -51,6 +82,8 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         f"DB_POOL_TIMEOUT_S={timeout}",
         f"DB_POOL_RECYCLE_S={recycle}",
         "DB_POOL_PRE_PING=true",
+        f"PG_POOL_MIN_SIZE={min(DEFAULT_PG_MIN_SIZE, direct)}",
+        f"PG_POOL_MAX_SIZE={direct}",
     ]
     limit = rec.get("http_concurrency_limit")
     if limit is not None and not math.isnan(float(limit)):
@@ -68,6 +101,7 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         "",
         "# Why these values:",
         f"# - pool_size + max_overflow = {pool + overflow}: {analysis.headline.optimum.reason}.",
+        f"# - PG_POOL_MAX_SIZE={direct}: {direct_why}.",
         f"# - pool_timeout={timeout} s: "
         + (
             f"~4x the p95 SLO ({analysis.slo.p95_ms:g} ms); a request waiting longer for a "
@@ -95,9 +129,9 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
             "# - Overflow connections are closed on checkin: under steady load they churn "
             "(connect cost per burst). Prefer pool_size when load is steady."
         )
-    if analysis.fleet is not None and not analysis.fleet.fits(rec["connections"]):
+    if analysis.fleet is not None and not analysis.fleet.fits(per_process):
         lines.append(
-            f"# - FLEET BUDGET BROKEN: {analysis.fleet.describe(rec['connections'])}. "
+            f"# - FLEET BUDGET BROKEN: {analysis.fleet.describe(per_process)}. "
             f"At most {analysis.fleet.per_process} connections per process fit."
         )
     lines += [f"# - {w}" for w in analysis.warnings]

@@ -20,15 +20,20 @@ def model_json(result: ModelResult, fleet: Fleet | None) -> dict[str, Any]:
         "pool_size": result.pool_size,
         "predicted_rps": result.predicted_rps,
         "formula": result.formula,
+        "inputs": dict(result.inputs),
         "fits_fleet": None
         if fleet is None or result.pool_size is None
         else fleet.fits(result.pool_size),
     }
 
 
-def comparison_json(comparison: ModelComparison, fleet: Fleet | None) -> dict[str, Any]:
-    """A model's answer next to what was measured, as JSON."""
+def comparison_json(
+    comparison: ModelComparison, fleet: Fleet | None, reference_run: str | None
+) -> dict[str, Any]:
+    """A model's answer next to what was measured, as JSON (fits_fleet counts both pools)."""
     return model_json(comparison.model, fleet) | {
+        "reference_run": reference_run,
+        "fits_fleet": comparison.fits_fleet,
         "size_error": comparison.size_error,
         "measured_rps": comparison.measured_rps,
         "rps_error_pct": comparison.rps_error_pct,
@@ -73,7 +78,17 @@ def summary(
                     "r2": w.usl.r2,
                 },
                 "usl_note": w.usl_note,
-                "models": [comparison_json(c, analysis.fleet) for c in w.models],
+                "experiment": w.experiment,
+                "next_smaller": w.optimum.next_smaller,
+                "inconclusive": w.optimum.inconclusive,
+                "reference_run": None if w.reference is None else w.reference["run_id"],
+                "inputs_note": w.inputs_note,
+                "models": [
+                    comparison_json(
+                        c, analysis.fleet, None if w.reference is None else w.reference["run_id"]
+                    )
+                    for c in w.models
+                ],
             }
         )
     fleet = analysis.fleet
@@ -125,7 +140,8 @@ def size_summary(
                 "target_rps": inputs.offered_rps,
                 "db_cores": inputs.db_cores,
                 "spindles": inputs.spindles,
-                "p99_wait_ms": inputs.p99_wait_ms,
+                "wait_budget_ms": inputs.wait_budget_ms,
+                "wait_quantile": inputs.wait_quantile,
                 "headroom": inputs.headroom,
             },
             "models": [model_json(r, fleet) for r in results],

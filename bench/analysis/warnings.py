@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from bench.analysis.analyse import uses_database
+from bench.analysis.optimum import process_connections, row_process_connections
+from bench.analysis.semaphore import semaphore_warnings
 from bench.fmt import opt_float
 
 if TYPE_CHECKING:
     from bench.analysis.analyse import Analysis
-
-# Scenarios whose handlers may hold a DB session while awaiting downstream calls.
-_CONTENDING_SCENARIO_RE = re.compile(r"fan.?out|mixed|downstream", re.IGNORECASE)
 
 
 def _ids(frame: pd.DataFrame, limit: int = 4) -> str:
@@ -71,41 +69,28 @@ def collect_warnings(analysis: Analysis) -> list[str]:
                 f"{prefix}no run checked out a database connection: the pool sizing models do "
                 "not apply to this workload (see the semaphore and latency charts instead)"
             )
-        if fleet is not None and not fleet.fits(optimum.row["connections"]):
+        total = row_process_connections(optimum.row)
+        if fleet is not None and not fleet.fits(total):
             out.append(
-                f"{prefix}recommendation breaks the fleet budget: "
-                f"{fleet.describe(optimum.row['connections'])}"
+                f"{prefix}recommendation breaks the fleet budget (both pools): "
+                f"{fleet.describe(total)}"
             )
+        out.extend(prefix + w for w in connection_warnings(optimum.row, total))
         if fleet is not None:
-            broken = workload.table[[not fleet.fits(c) for c in workload.table["connections"]]]
+            totals = process_connections(workload.table)
+            broken = workload.table[[not fleet.fits(c) for c in totals]]
             if not broken.empty and len(broken) < len(workload.table):
                 out.append(
                     f"{prefix}{len(broken)} of {len(workload.table)} configs exceed the fleet "
                     f"budget of {fleet.per_process} connections per process"
                 )
+        # Measured, so it holds for fan-out workloads that never touch the database too.
+        out.extend(prefix + w for w in semaphore_warnings(optimum.row))
         if not uses_database(workload.table):
-            continue  # neither the USL nor the semaphore-vs-pool check is about this workload
+            continue  # the USL is not about this workload
         if not workload.usl and workload.usl_note and analysis.sweep.source != "locust":
             out.append(f"{prefix}USL fit skipped: {workload.usl_note}")
-        out.extend(prefix + w for w in semaphore_warnings(optimum.row))
     return out
-
-
-def semaphore_warnings(row: Mapping[str, Any]) -> list[str]:
-    """Flag a semaphore limit above pool capacity where fan-out and DB paths contend."""
-    limit = opt_float(row.get("http_concurrency_limit"))
-    connections = opt_float(row.get("connections"))
-    if limit is None or connections is None or limit <= connections:
-        return []
-    scenario = str(row.get("scenario") or "")
-    if _CONTENDING_SCENARIO_RE.search(scenario):
-        return [
-            f"http_concurrency_limit {limit:g} > pool capacity {connections:g}: a handler that "
-            f"holds a DB session while awaiting downstream calls queues on the pool, not the "
-            f"semaphore; release the session before fanning out or keep the limit <= "
-            f"{connections:g}"
-        ]
-    return []
 
 
 # A load generator sending this late (p95) is no longer keeping the offered schedule.
@@ -138,3 +123,15 @@ def load_generator_warnings(runs: pd.DataFrame) -> list[str]:
             f"intended start): {_ids(late)}"
         )
     return out
+
+
+def connection_warnings(row: Mapping[str, Any], declared: float) -> list[str]:
+    """Cross-check the pools' sizes with the connections Postgres actually saw."""
+    measured = opt_float(row.get("pg_peak_connections"))
+    if measured is None or measured <= declared:
+        return []
+    return [
+        f"Postgres saw {measured:g} connections from the app, more than both its pools allow "
+        f"({declared:g}): something else in the process opens connections; count it in the "
+        "fleet budget"
+    ]

@@ -35,6 +35,7 @@ from bench.analysis.recommend import recommend_snippet
 from bench.analysis.summary import size_summary, summary
 from bench.analysis.thresholds import Threshold, check_thresholds, parse_threshold
 from bench.cli.common import (
+    EXIT_INCONCLUSIVE,
     EXIT_THRESHOLD,
     InstancesOpt,
     JsonOpt,
@@ -42,6 +43,7 @@ from bench.cli.common import (
     ReservedOpt,
     WorkersOpt,
     console,
+    fail,
     stderr,
     usage_errors,
     write_json,
@@ -114,7 +116,7 @@ def _load_and_analyse(
 
 
 def _finish(analysis: Analysis, thresholds: list[Threshold], json_path: Path | None) -> None:
-    """Write --json, report triggered thresholds and exit 1 if any."""
+    """Write --json; exit 3 when inconclusive, else 1 when a threshold failed."""
     failed = check_thresholds(thresholds, analysis.metrics())
     if json_path is not None:
         write_json(json_path, summary(analysis, thresholds, failed))
@@ -123,6 +125,8 @@ def _finish(analysis: Analysis, thresholds: list[Threshold], json_path: Path | N
             f"threshold failed: {threshold} ({threshold.metric} = {num(actual, 4)})",
             markup=False,
         )
+    if analysis.headline.optimum.inconclusive:
+        fail(analysis.headline.optimum.reason, code=EXIT_INCONCLUSIVE)
     if failed:
         raise typer.Exit(EXIT_THRESHOLD)
 
@@ -333,7 +337,8 @@ def recommend(
         reserved=reserved,
         tolerance=tolerance,
     )
-    typer.echo(recommend_snippet(analysis, idle_timeout_s))
+    if not analysis.headline.optimum.inconclusive:
+        typer.echo(recommend_snippet(analysis, idle_timeout_s))
     _finish(analysis, thresholds, json_path)
 
 
@@ -504,7 +509,7 @@ def size(
         target_rps=target_rps,
         db_cores=db_cores or os.cpu_count() or 1,
         spindles=spindles,
-        p99_wait_ms=p99_wait_ms,
+        wait_budget_ms=p99_wait_ms,
         headroom=headroom,
     )
     given = {
@@ -514,7 +519,7 @@ def size(
         "reserved_connections": reserved,
     }
     fleet = Fleet().with_overrides(**given) if any(v is not None for v in given.values()) else None
-    results = size_all(inputs, usl_note="needs a sweep (>= 6 pool sizes)")
+    results = size_all(inputs, usl_note="needs a capacity sweep (>= 6 pool sizes)", corrected=True)
     floor = deadlock_floor(math.ceil(concurrency), connections_per_request)
     table = Table(
         title=f"Pool size per process: {concurrency:g} concurrent, {queries_per_request:g} "

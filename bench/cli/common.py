@@ -16,6 +16,7 @@ from bench.errors import UsageError
 
 EXIT_USAGE = 2
 EXIT_THRESHOLD = 1
+EXIT_INCONCLUSIVE = 3  # nothing trustworthy measured: no pool recommendation
 # Wide enough for the tables when piped (rich assumes 80 columns without a terminal).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -75,9 +75,32 @@ def _repetitions(runs: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFrame:
     return runs.merge(configs[keys].drop_duplicates(), on=keys, how="inner")
 
 
+def experiment_text(workload: WorkloadAnalysis, capacity: bool = False) -> str:
+    """Which experiment a chart's points come from, for its caption."""
+    if capacity or workload.experiment != "slo":
+        users = workload.capacity_table["users"].max() if capacity else workload.key.get("users")
+        return f"Capacity sweep (closed loop, {whole(users)} users). "
+    return f"SLO sweep (open model, {num(workload.key.get('offered_rps'))} rps offered). "
+
+
 def chart_throughput(analysis: Analysis) -> Chart | None:
+    """Throughput of the headline workload's experiment; the USL only on capacity points."""
     workload = analysis.headline
-    table = pool_slice(workload)
+    return _throughput(analysis, pool_slice(workload), capacity=workload.experiment != "slo")
+
+
+def chart_capacity(analysis: Analysis) -> Chart | None:
+    """The capacity curve of an SLO workload whose spec also ran capacity points (kind both)."""
+    workload = analysis.headline
+    if workload.experiment != "slo" or workload.capacity_table.empty:
+        return None
+    return _throughput(analysis, workload.capacity_table, capacity=True, key="capacity")
+
+
+def _throughput(
+    analysis: Analysis, table: pd.DataFrame, *, capacity: bool, key: str = "throughput"
+) -> Chart | None:
+    workload = analysis.headline
     if not swept(table, "pool_size"):
         return None
     fig, ax = figure()
@@ -127,7 +150,7 @@ def chart_throughput(analysis: Analysis) -> Chart | None:
             label="CPU- or load-generator-bound run",
         )
     xs = np.linspace(1, float(table["pool_size"].max()), 200)
-    if workload.usl is not None and workload.usl_overflow is not None:
+    if capacity and workload.usl is not None and workload.usl_overflow is not None:
         overflow = float(workload.usl_overflow)
         ax.plot(
             xs,
@@ -139,7 +162,7 @@ def chart_throughput(analysis: Analysis) -> Chart | None:
     if workload.inputs is not None:
         ceiling = [throughput_ceiling_rps(x, workload.inputs.hold_time_ms) for x in xs]
         ax.plot(xs, ceiling, ":", color="#b00", label="Little's-law ceiling pool_size / hold_time")
-    if workload.optimum.row is not None:
+    if workload.optimum.row is not None and key == "throughput":
         ax.axvline(
             float(workload.optimum.row["pool_size"]), color="green", alpha=0.4, lw=6, zorder=1
         )
@@ -152,14 +175,16 @@ def chart_throughput(analysis: Analysis) -> Chart | None:
     ax.legend(fontsize=8, loc="best")
     reps_text = _reps_text(table)
     return Chart(
-        key="throughput",
-        title="Throughput vs pool_size",
+        key=key,
+        title="Capacity: throughput vs pool_size" if capacity else "Throughput vs pool_size",
         uri=png(fig),
         caption=(
-            f"Line: mean of repetitions; dots: each repetition; shaded: 95% CI of the mean "
+            experiment_text(workload, capacity=key == "capacity")
+            + ("" if capacity else "Served rate: it plateaus at the offered rate. ")
+            + f"Line: mean of repetitions; dots: each repetition; shaded: 95% CI of the mean "
             f"(t-distribution{reps_text}: wide when repetitions are few; clipped to the plotted "
-            "range). Green band: recommended pool_size. Crosses: CPU- or load-generator-bound "
-            "runs (excluded from conclusions)."
+            "range). Green band: recommended pool_size. Crosses: CPU-, host- or "
+            "load-generator-bound runs (excluded from conclusions)."
         ),
     )
 
@@ -205,7 +230,9 @@ def chart_latency(analysis: Analysis) -> Chart | None:
         key="latency",
         title="Latency percentiles vs pool_size",
         uri=png(fig),
-        caption=f"max_overflow={whole(overflow)}; client-side (Locust) percentiles.",
+        caption=experiment_text(analysis.headline)
+        + f"max_overflow={whole(overflow)}; client-side percentiles (open model: from the "
+        "intended start).",
     )
 
 
@@ -249,7 +276,8 @@ def chart_heatmap(analysis: Analysis) -> Chart | None:
         key="heatmap",
         title="Throughput: pool_size x max_overflow",
         uri=png(fig),
-        caption="Mean requests/s per config; * marks CPU- or load-generator-bound configs.",
+        caption=experiment_text(analysis.headline)
+        + "Mean requests/s per config; * marks CPU-, host- or load-generator-bound configs.",
     )
 
 
@@ -282,7 +310,8 @@ def chart_pool_telemetry(analysis: Analysis) -> Chart | None:
         title="Acquire wait and hold time vs pool_size",
         uri=png(fig),
         caption=(
-            f"{_overflow_label(table)}App telemetry: waiting for a connection vs holding one "
+            experiment_text(analysis.headline)
+            + f"{_overflow_label(table)}App telemetry: waiting for a connection vs holding one "
             "(checkout to checkin)."
         ),
     )
@@ -313,7 +342,12 @@ def chart_errors(analysis: Analysis) -> Chart | None:
     ax.set_xlabel("pool_size")
     ax.set_ylabel("error rate (%)")
     ax.legend(fontsize=8)
-    return Chart(key="errors", title="Error rate vs pool_size", uri=png(fig))
+    return Chart(
+        key="errors",
+        title="Error rate vs pool_size",
+        uri=png(fig),
+        caption=experiment_text(analysis.headline),
+    )
 
 
 def chart_models(analysis: Analysis) -> Chart | None:
@@ -324,7 +358,7 @@ def chart_models(analysis: Analysis) -> Chart | None:
     fig, ax = figure()
     names = [c.model.name for c in models]
     sizes = [float(c.model.pool_size or 0) for c in models]
-    colors = ["#d62728" if c.model.name == "seed formula" else "#1f77b4" for c in models]
+    colors = ["#d62728" if c.model.name.startswith("seed") else "#1f77b4" for c in models]
     ax.barh(names, sizes, color=colors)
     optimum = float(workload.optimum.row["connections"])
     ax.axvline(optimum, color="green", lw=2, label=f"measured optimum ({optimum:g})")
@@ -341,7 +375,16 @@ def chart_models(analysis: Analysis) -> Chart | None:
     ax.invert_yaxis()
     ax.set_xlabel("connections (pool_size + max_overflow)")
     ax.legend(fontsize=8, loc="lower right")
-    return Chart(key="models", title="Model recommendations vs measured optimum", uri=png(fig))
+    reference = workload.reference["run_id"] if workload.reference else "-"
+    return Chart(
+        key="models",
+        title="Model recommendations vs measured optimum",
+        uri=png(fig),
+        caption=(
+            f"Out of sample: every model fed from run {reference}; the green line is the "
+            f"optimum measured by the {experiment_text(workload).split(' (')[0]}."
+        ),
+    )
 
 
 def chart_axis_curves(analysis: Analysis, axis: str, title: str) -> Chart | None:
@@ -398,7 +441,12 @@ def chart_semaphore(analysis: Analysis) -> Chart | None:
     ax.set_xlabel("http_concurrency_limit (semaphore)")
     ax.set_ylabel("throughput (requests/s)")
     ax.legend(fontsize=8)
-    return Chart(key="semaphore", title="Semaphore limit sweep", uri=png(fig))
+    return Chart(
+        key="semaphore",
+        title="Semaphore limit sweep",
+        uri=png(fig),
+        caption=experiment_text(analysis.headline),
+    )
 
 
 def chart_compare(before: Analysis, after: Analysis) -> Chart | None:

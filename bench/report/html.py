@@ -14,6 +14,7 @@ import pandas as pd
 from bench.analysis.analyse import Analysis
 from bench.analysis.compare import Comparison, p_text
 from bench.analysis.load import Sweep
+from bench.analysis.optimum import row_process_connections
 from bench.fmt import num, pct, signed_pct, whole
 from bench.report import charts
 from bench.report.charts import Chart
@@ -31,12 +32,14 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters.update(num=lambda v, d=1: num(v, d, grouping=True), pct=pct, whole=whole)
+_env.globals["process_connections"] = row_process_connections
 
 
 def build_charts(analysis: Analysis) -> list[Chart]:
     """Every chart whose axes were swept; the others are skipped."""
     builders: list[Callable[[Analysis], Chart | None]] = [
         charts.chart_throughput,
+        charts.chart_capacity,
         charts.chart_latency,
         charts.chart_heatmap,
         charts.chart_pool_telemetry,

@@ -108,6 +108,27 @@ def client_figures(
     }
 
 
+def endpoint_figures(
+    summary: Mapping[str, Any], window: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Return {endpoint: figures} of a window (run.json `endpoints`, endpoints.csv rows).
+
+    Exact from every request (`window["endpoints"]`); with no request log (remote workers),
+    Locust's bucketed figures per name, as `client_figures` falls back to its totals. Only
+    endpoints with a completed request appear; their `requests` add up to the run's.
+    """
+    if window is not None:
+        return dict(window["endpoints"])
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in sorted((summary.get("by_name") or {}).items()):
+        count = int(entry.get("requests") or 0)
+        if count:
+            failures = int(entry.get("failures") or 0)
+            out[name] = {"requests": count, "failures": failures, "error_rate": failures / count}
+            out[name] |= {k: entry.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "mean_ms")}
+    return out
+
+
 def telemetry_figures(telemetry: Mapping[str, Any] | None) -> dict[str, Any]:
     """Return the app's columns from a /telemetry snapshot (blank where it says nothing)."""
     snapshot = telemetry or {}
@@ -116,12 +137,15 @@ def telemetry_figures(telemetry: Mapping[str, Any] | None) -> dict[str, Any]:
     hold = pool.get("hold_time_ms") or {}
     direct = snapshot.get("asyncpg") or {}
     requests = snapshot.get("requests") or {}
+    http = snapshot.get("http") or {}
     return {
         "acquire_wait_mean_ms": wait.get("mean"),
         "acquire_wait_p95_ms": wait.get("p95"),
         "acquire_wait_p99_ms": wait.get("p99"),
         "hold_time_mean_ms": hold.get("mean"),
         "hold_time_p95_ms": hold.get("p95"),
+        # Coefficient of variation of the hold time (Cs), for Allen-Cunneen.
+        "hold_time_cv": hold["std"] / hold["mean"] if hold.get("mean") and "std" in hold else None,
         "peak_checked_out": pool.get("peak_checked_out"),
         "pool_timeouts": pool.get("timeouts"),
         "connections_opened": pool.get("connections_opened"),
@@ -132,6 +156,9 @@ def telemetry_figures(telemetry: Mapping[str, Any] | None) -> dict[str, Any]:
         "pg_pool_hold_time_mean_ms": (direct.get("hold_time_ms") or {}).get("mean"),
         "pg_pool_peak_checked_out": direct.get("peak_checked_out"),
         "pg_pool_timeouts": direct.get("timeouts"),
+        "http_peak_in_flight": http.get("peak_in_flight"),
+        "http_semaphore_wait_p95_ms": (http.get("semaphore_wait_ms") or {}).get("p95"),
+        "http_waits_holding_connection": http.get("waiting_holding_connection"),
     }
 
 

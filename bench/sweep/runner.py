@@ -361,6 +361,7 @@ class Runner:
                 "sent": window["sent"],
             },
             "requests_by_name": summary.get("by_name", {}),
+            "endpoints": figures.endpoint_figures(summary, window),
             "sampler_errors": sample.errors,
             "max_processes": {
                 "app": sample.app.max_processes,

@@ -1,4 +1,4 @@
-"""A sweep's directory: the manifest, resume, atomic run directories and runs.csv."""
+"""A sweep's directory: the manifest, resume, atomic run directories, runs.csv, endpoints.csv."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import (
+    ENDPOINTS_CSV_FILE,
     LOGS_DIR,
     MANIFEST_FILE,
     RUN_FILE,
@@ -16,8 +17,10 @@ from bench.results import (
     RUNS_DIR,
     WORKER_SCRIPT,
     csv_row,
+    endpoint_rows,
     finished_runs,
     read_manifest,
+    write_endpoints_csv,
     write_json,
     write_runs_csv,
 )
@@ -27,7 +30,7 @@ from bench.sweep.metadata import now
 
 
 class SweepDir:
-    """One results directory: `manifest.json`, `runs.csv`, `runs/<run_id>/`, `logs/`.
+    """One results directory: manifest.json, runs.csv, endpoints.csv, `runs/<run_id>/`, `logs/`.
 
     A run is written to `runs/.<run_id>.tmp` and renamed when complete, so a run directory
     exists only once it is whole; `--resume` skips every run_id that has one.
@@ -67,7 +70,7 @@ class SweepDir:
         return tmp
 
     def commit_run(self, tmp: Path, record: dict[str, Any], dsn: str | None) -> None:
-        """Write run.json, scrub the DSN's password, rename into place and update runs.csv."""
+        """Write run.json, scrub the DSN's password, rename into place, update the tables."""
         run_id = record["run_id"]
         write_json(tmp / RUN_FILE, record)
         redact_files(tmp, dsn)
@@ -76,6 +79,7 @@ class SweepDir:
         os.replace(tmp, final)
         self.runs[run_id] = record
         self.write_runs_csv()
+        self.write_endpoints_csv()
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """runs.csv rows of the finished runs, in point order."""
@@ -87,9 +91,20 @@ class SweepDir:
         """Rewrite runs.csv from the finished runs."""
         write_runs_csv(self.root / RUNS_CSV_FILE, self.rows())
 
+    def endpoint_rows(self) -> Iterator[dict[str, Any]]:
+        """endpoints.csv rows of the finished runs, in point order (none for older runs)."""
+        for point in self.points:
+            if point.run_id in self.runs:
+                yield from endpoint_rows(point.run_id, self.runs[point.run_id].get("endpoints", {}))
+
+    def write_endpoints_csv(self) -> None:
+        """Rewrite endpoints.csv from the finished runs."""
+        write_endpoints_csv(self.root / ENDPOINTS_CSV_FILE, self.endpoint_rows())
+
     def close(self, status: str) -> None:
-        """Rewrite runs.csv and record how the sweep ended in the manifest."""
+        """Rewrite the tables and record how the sweep ended in the manifest."""
         self.write_runs_csv()
+        self.write_endpoints_csv()
         self.manifest |= {"finished_at": now(), "status": status, "finished_runs": len(self.runs)}
         write_json(self.root / MANIFEST_FILE, self.manifest)
 

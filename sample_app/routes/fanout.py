@@ -1,4 +1,10 @@
-"""Fan-out to a downstream service: bounded concurrency, one deadline for the whole request."""
+"""Fan-out to a downstream service: bounded concurrency, one deadline for the whole request.
+
+`hold_session=true` demonstrates an anti-pattern on purpose: the handler reads from the database
+and keeps its session (and so its pool connection) while it fans out. Every call queued on the
+semaphore then also keeps an idle connection out of the pool; the telemetry counts those waits
+(`waiting_holding_connection`). The fix is to finish with the session before fanning out.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,15 @@ from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Query
+from sqlalchemy import text
 
-from sample_app.deps import HttpClientDep, HttpSemaphoreDep, SettingsDep, TelemetryDep
+from sample_app.deps import (
+    HttpClientDep,
+    HttpSemaphoreDep,
+    ResourcesDep,
+    SettingsDep,
+    TelemetryDep,
+)
 from sample_app.problems import DownstreamError, DownstreamTimeoutError
 from sample_app.schemas import FanoutOut
 from sample_app.telemetry import HttpTelemetry
@@ -24,10 +37,27 @@ async def _call_downstream(
     client: httpx.AsyncClient, semaphore: asyncio.Semaphore, telemetry: HttpTelemetry
 ) -> None:
     # The semaphore is app-wide: it bounds calls in flight across all requests, not per request.
-    async with semaphore:
+    # locked() is exactly "acquire() will queue" (asyncio's semaphore is fair: a newcomer waits
+    # while others wait, even with a slot free).
+    with telemetry.track_semaphore_wait(queued=semaphore.locked()):
+        await semaphore.acquire()
+    try:
         with telemetry.track_call():
             response = await client.get(WORK_PATH)
             response.raise_for_status()
+    finally:
+        semaphore.release()
+
+
+async def _fan_out(
+    calls: int,
+    client: httpx.AsyncClient,
+    semaphore: asyncio.Semaphore,
+    telemetry: HttpTelemetry,
+) -> None:
+    async with asyncio.TaskGroup() as group:
+        for _ in range(calls):
+            group.create_task(_call_downstream(client, semaphore, telemetry))
 
 
 @router.get("/fanout")
@@ -36,7 +66,12 @@ async def fanout(
     semaphore: HttpSemaphoreDep,
     telemetry: TelemetryDep,
     settings: SettingsDep,
+    resources: ResourcesDep,
     calls: Annotated[int, Query(ge=1, le=MAX_CALLS)] = 5,
+    hold_session: Annotated[
+        bool,
+        Query(description="Anti-pattern demo: hold a DB session (a connection) while fanning out."),
+    ] = False,
 ) -> FanoutOut:
     """Call the downstream `calls` times concurrently; 504 past HTTP_TIMEOUT_S, 502 on errors."""
     started = time.perf_counter()
@@ -44,9 +79,14 @@ async def fanout(
         # asyncio.timeout outside the TaskGroup: on the deadline the group cancels every call
         # (closing their connections, which the downstream sees) before we answer 504.
         async with asyncio.timeout(settings.http_timeout_s):
-            async with asyncio.TaskGroup() as group:
-                for _ in range(calls):
-                    group.create_task(_call_downstream(client, semaphore, telemetry.http))
+            if hold_session:
+                # The anti-pattern (see the module docstring): the connection checked out by the
+                # read stays checked out, idle, until the last downstream call is done.
+                async with resources.sessionmaker() as session:
+                    await session.execute(text("select 1"))
+                    await _fan_out(calls, client, semaphore, telemetry.http)
+            else:
+                await _fan_out(calls, client, semaphore, telemetry.http)
     except TimeoutError:
         telemetry.http.record_timeout()
         raise DownstreamTimeoutError(

@@ -184,8 +184,14 @@ def test_analysis_of_synthetic_sweep(sweep_dir: Path) -> None:
     assert analysis.verdict().startswith("PASS")
     assert analysis.headline.usl is not None
     names = {c.model.name: c for c in analysis.headline.models}
-    assert names["corrected formula"].size_error == 0
-    assert names["seed formula"].size_error == 12  # 24 users / 1 query x 1.5 = 36
+    assert "corrected formula" not in names  # with measured inputs it is Little's law again
+    # Fed from the reference run (an ample pool, not pool-bound), judged against the optimum.
+    reference = analysis.headline.reference
+    assert reference is not None and reference["bottleneck"] == "none"
+    assert reference["connections"] == 52  # 48 + 4: the largest trusted config
+    seed = names["seed formula (mean in flight)"]
+    assert seed.model.inputs["concurrency"] == pytest.approx(24, rel=0.01)  # measured in flight
+    assert seed.model.pool_size == 36 and seed.size_error == 12  # 24 / 1 query x 1.5
     assert any("load-generator-bound" in w for w in analysis.warnings)
     assert any("pool timeouts" in w for w in analysis.warnings)
 
@@ -261,7 +267,9 @@ def test_analyze_output_and_json(sweep_dir: Path, tmp_path: Path) -> None:
     document = json.loads(out.read_text())
     assert document["recommendation"]["pool_size"] == 24
     assert document["slo"]["met"] is True
-    assert {m["name"] for m in document["workloads"][0]["models"]} >= {"seed formula", "USL fit"}
+    models = document["workloads"][0]["models"]
+    assert {m["name"] for m in models} >= {"seed formula (mean in flight)", "USL fit"}
+    assert all("inputs" in m and m["reference_run"] for m in models)
     assert document["thresholds"] == [
         {"threshold": "error_rate>0.5", "actual": 0.0, "failed": False}
     ]
@@ -294,7 +302,10 @@ def test_recommend_snippet(sweep_dir: Path) -> None:
         "pool_pre_ping=True,",
         "statement_cache_size",
         "server_idle_timeout",
-        "# fleet: 1 instances x 2 workers x 24 connections = 48 <= 100 - 3 reserved = 97",
+        # Both pools count: the asyncpg pool, unused by this workload, is kept at 2.
+        "PG_POOL_MAX_SIZE=2",
+        "# fleet (both pools, 24 + 2 per process): "
+        "1 instances x 2 workers x 26 connections = 52 <= 100 - 3 reserved = 97",
     ):
         assert expected in text, expected
     assert SECRET not in text
@@ -309,7 +320,7 @@ def test_size_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "seed formula" in result.stdout and "corrected formula" in result.stdout
     models = {m["name"]: m for m in json.loads(out.read_text())["models"]}
-    assert models["seed formula"]["pool_size"] == 12  # 32 / 4 x 1.5
+    assert models["seed formula (mean in flight)"]["pool_size"] == 12  # 32 / 4 x 1.5
     assert models["HikariCP"]["pool_size"] == 8
     assert models["corrected formula"]["pool_size"] == 32
     assert models["corrected formula"]["fits_fleet"] is True

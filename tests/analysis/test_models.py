@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from bench.analysis.models import (
     SizingInputs,
+    allen_cunneen,
     busy_connections,
     corrected_pool,
     deadlock_floor,
@@ -18,6 +20,7 @@ from bench.analysis.models import (
     fit_usl,
     hikari_pool,
     littles_pool,
+    mean_wait_ms,
     request_hold_time_ms,
     seed_formula,
     size_all,
@@ -136,7 +139,7 @@ def test_erlang_known_values() -> None:
 
 def test_wait_tail_and_pool_choice() -> None:
     arrival_rps, hold_ms = 400.0, 50.0  # 20 Erlangs
-    c = erlang_pool(arrival_rps, hold_ms, p99_wait_ms=5)
+    c = erlang_pool(arrival_rps, hold_ms, wait_ms=5)
     assert wait_tail(c, arrival_rps, hold_ms, 5) <= 0.01
     assert wait_tail(c - 1, arrival_rps, hold_ms, 5) > 0.01
     assert wait_tail(c, arrival_rps, hold_ms, 0) == pytest.approx(erlang_c(c, 20.0))
@@ -147,19 +150,67 @@ def test_wait_tail_and_pool_choice() -> None:
 
 
 def test_size_all_gives_every_model() -> None:
-    inputs = SizingInputs(concurrency=32, queries_per_request=4, hold_time_ms=20, db_cores=4)
-    results = {r.name: r for r in size_all(inputs, usl_note="needs a sweep")}
+    inputs = SizingInputs(
+        concurrency=32, queries_per_request=4, hold_time_ms=20, db_cores=4, peak_concurrency=40
+    )
+    results = {r.name: r for r in size_all(inputs, usl_note="needs a sweep", corrected=True)}
     assert list(results) == [
-        "seed formula",
+        "seed formula (mean in flight)",
+        "seed formula (peak in flight)",
         "Little's law",
         "HikariCP",
         "USL fit",
         "Erlang C",
         "corrected formula",
     ]
-    assert results["seed formula"].pool_size == 12
+    assert results["seed formula (mean in flight)"].pool_size == 12
+    assert results["seed formula (peak in flight)"].pool_size == 15
+    assert results["seed formula (peak in flight)"].inputs["concurrency"] == 40
     assert results["HikariCP"].pool_size == 8
     assert results["USL fit"].pool_size is None and results["USL fit"].note == "needs a sweep"
     # 32 concurrent requests each holding a connection for the whole request: 32 busy.
     assert results["corrected formula"].pool_size == 32
     assert results["Erlang C"].pool_size is not None and results["Erlang C"].pool_size > 32
+    assert results["Little's law"].inputs == {
+        "target_rps": 1600.0,
+        "hold_time_ms": 20,
+        "headroom": 1.2,
+    }
+    # Measured inputs make the corrected rule Little's law again: it is only on request.
+    assert "corrected formula" not in {r.name for r in size_all(inputs)}
+
+
+def _simulated_mean_wait_ms(servers: int, rate: float, hold_ms: float, n: int = 60_000) -> float:
+    """FIFO G/G/c by simulation: Poisson arrivals, constant holds (M/D/c)."""
+    rng = np.random.default_rng(7)
+    arrivals = np.cumsum(rng.exponential(1000.0 / rate, n))
+    free = [0.0] * servers  # when each connection is next free, as a heap
+    waits = np.empty(n)
+    for i, t in enumerate(arrivals):
+        start = max(t, heapq.heappop(free))
+        waits[i] = start - t
+        heapq.heappush(free, start + hold_ms)
+    return float(waits[n // 10 :].mean())  # drop the warm-up
+
+
+def test_allen_cunneen_matches_a_simulated_m_d_c_queue() -> None:
+    servers, rate, hold_ms = 4, 160.0, 20.0  # 80% busy
+    mmc = mean_wait_ms(servers, rate, hold_ms)
+    md_c = mean_wait_ms(servers, rate, hold_ms, allen_cunneen(1.0, 0.0))
+    simulated = _simulated_mean_wait_ms(servers, rate, hold_ms)
+    assert md_c == pytest.approx(mmc / 2)
+    # Constant holds halve the M/M/c wait; Allen-Cunneen is within 10% of the simulation.
+    assert md_c == pytest.approx(simulated, rel=0.10)
+    assert mmc > 1.6 * simulated
+
+
+def test_erlang_sizes_to_the_wait_budget_and_hold_variability() -> None:
+    rate, hold_ms = 400.0, 20.0  # 8 Erlangs
+    loose = erlang_pool(rate, hold_ms, wait_ms=50, quantile=0.95)
+    strict = erlang_pool(rate, hold_ms, wait_ms=1, quantile=0.95)
+    assert loose < strict
+    constant = erlang_pool(rate, hold_ms, wait_ms=5, quantile=0.95, variability=0.5)
+    exponential = erlang_pool(rate, hold_ms, wait_ms=5, quantile=0.95)
+    assert 8 < constant <= exponential
+    assert wait_tail(constant, rate, hold_ms, 5, 0.5) <= 0.05
+    assert wait_tail(constant - 1, rate, hold_ms, 5, 0.5) > 0.05

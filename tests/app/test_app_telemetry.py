@@ -80,6 +80,7 @@ async def test_reset_starts_a_new_window_but_not_prometheus(run_app: AppRunner) 
             "count": 0,
             "sum": 0.0,
             "mean": 0.0,
+            "std": 0.0,
             "p50": 0.0,
             "p95": 0.0,
             "p99": 0.0,
@@ -94,6 +95,10 @@ async def test_reset_starts_a_new_window_but_not_prometheus(run_app: AppRunner) 
         "peak_in_flight": 0,
         "calls": 0,
         "timeouts": 0,
+        "semaphore_wait_ms": fresh["sqlalchemy"]["hold_time_ms"],  # the same empty summary
+        "waiting_holding_connection": 0,
+        "connections_held_waiting": 0,
+        "peak_connections_held_waiting": 0,
     }
     # Prometheus keeps counting across windows.
     count_line = 'poolbench_pool_hold_seconds_count{pool="sqlalchemy"} '
@@ -115,6 +120,7 @@ async def test_snapshot_has_the_design_keys(run_app: AppRunner) -> None:
         "count",
         "sum",
         "mean",
+        "std",
         "p50",
         "p95",
         "p99",
@@ -122,7 +128,10 @@ async def test_snapshot_has_the_design_keys(run_app: AppRunner) -> None:
     }
     assert (body["sqlalchemy"]["pool_size"], body["sqlalchemy"]["max_overflow"]) == (4, 6)
     assert (body["asyncpg"]["pool_size"], body["asyncpg"]["max_overflow"]) == (3, 0)
-    assert body["http"].keys() == {"limit", "in_flight", "peak_in_flight", "calls", "timeouts"}
+    assert body["http"].keys() == {
+        "limit", "in_flight", "peak_in_flight", "calls", "timeouts", "semaphore_wait_ms",
+        "waiting_holding_connection", "connections_held_waiting", "peak_connections_held_waiting",
+    }  # fmt: skip
 
 
 async def test_connections_opened_and_closed_are_counted(run_app: AppRunner) -> None:
@@ -142,6 +151,7 @@ def test_window_histogram_is_exact_and_bounded() -> None:
         hist.observe(float(value))
     stats = hist.summary()
     assert (stats.count, stats.sum, stats.mean, stats.max) == (100, 5050.0, 50.5, 100.0)
+    assert stats.std == pytest.approx(28.8661, abs=1e-4)  # population std of 1..100
     assert stats.p50 == pytest.approx(50.5)
     assert stats.p95 == pytest.approx(95.05)
     assert stats.p99 == pytest.approx(99.01)

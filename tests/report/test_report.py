@@ -107,7 +107,7 @@ def test_time_series_shade_the_measured_window(tmp_path: Path) -> None:
 
 
 def test_charts_skip_axes_that_were_not_swept(tmp_path: Path) -> None:
-    sweep = make_sweep(tmp_path, pool_sizes=(8,), max_overflows=(0,), history=False)
+    sweep = make_sweep(tmp_path, pool_sizes=(8,), max_overflows=(0,), users=(4,), history=False)
     html = render_report(sweep, tmp_path / "one.html").read_text()
     assert _charts(html) == {"models"}
     assert "not enough points" in html

@@ -367,6 +367,6 @@ def test_reader_skips_a_torn_last_line_and_reads_format_1(tmp_path: Path) -> Non
     assert f["inflight_at_end"] == 1  # the outstanding one; the first completed at 101.0
     assert figures_in_window(log, 100.0, 101.49)["inflight_at_end"] == 2  # + the format-1 one
     _, rows = parse_requests(["#poolbench-requests {torn"])
-    assert rows.shape == (0, 5)
-    with pytest.raises(ValueError, match="format 3"):
-        parse_requests(['#poolbench-requests {"format": 3}'])
+    assert rows.shape == (0, 6)
+    with pytest.raises(ValueError, match="format 4"):
+        parse_requests(['#poolbench-requests {"format": 4}'])
