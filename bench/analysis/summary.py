@@ -9,6 +9,7 @@ import numpy as np
 
 from bench.analysis.analyse import Analysis, ModelComparison
 from bench.analysis.models import ModelResult, SizingInputs
+from bench.analysis.optimum import row_process_connections
 from bench.analysis.thresholds import Threshold
 from bench.spec import Fleet
 
@@ -111,6 +112,13 @@ def summary(
                 "max_connections": fleet.max_connections,
                 "reserved_connections": fleet.reserved_connections,
                 "per_process": fleet.per_process,
+                # Every pool the recommended config's process opens (SQLAlchemy + asyncpg).
+                "recommended_per_process": None
+                if analysis.recommended is None
+                else row_process_connections(analysis.recommended),
+                "measured_peak_connections": None
+                if analysis.recommended is None
+                else analysis.recommended.get("pg_peak_connections"),
                 "fits": analysis.headline.optimum.fits_fleet,
             },
             "workloads": workloads,

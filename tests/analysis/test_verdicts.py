@@ -92,8 +92,9 @@ def test_models_are_fed_from_the_reference_run_out_of_sample(slo_sweep: Path) ->
 
 
 def test_fleet_budget_counts_both_pools(tmp_path: Path) -> None:
-    # 12 processes; max_connections 220 - 3 reserved = 217 -> 18 per process. Pool 8 fits on its
-    # own (96 <= 217) but not with its asyncpg pool of 10 (12 x 18 = 216 fits; 12 x 20 doesn't).
+    # 12 processes; max_connections 220 - 3 reserved = 217 -> 18 per process. Pool 10 fits on its
+    # own (12 x 10 = 120 <= 217) but not with its asyncpg pool of 10 (12 x 20 = 240); pool 8 does
+    # (12 x 18 = 216).
     fleet = {"instances": 6, "workers_per_instance": 2, "max_connections": 220,
              "reserved_connections": 3}  # fmt: skip
     sweep = make_sweep(tmp_path, pool_sizes=(4, 8, 10), max_overflows=(0,), fleet=fleet)
@@ -101,6 +102,9 @@ def test_fleet_budget_counts_both_pools(tmp_path: Path) -> None:
     assert analysis.fleet is not None and analysis.fleet.per_process == 18
     rec = analysis.recommended
     assert rec is not None and rec["connections"] + rec["pg_max_size"] <= 18
+    assert not analysis.fleet.fits(10 + 10) and analysis.fleet.fits(10)
+    document = summary(analysis, [], [])["fleet"]
+    assert document["recommended_per_process"] == rec["connections"] + 10
 
 
 def test_every_run_untrusted_is_inconclusive_and_exits_3(tmp_path: Path) -> None:
