@@ -77,3 +77,9 @@ ReservedOpt = Annotated[
 JsonOpt = Annotated[
     Path | None, typer.Option("--json", help="Also write a machine-readable summary here.")
 ]
+P99WaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--p99-wait-ms", help="Erlang C's wait budget at p99 when there is no SLO p95.", min=0
+    ),
+]

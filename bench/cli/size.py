@@ -1,0 +1,145 @@
+"""`poolbench size`: every model's pool size without a benchmark, plus the fleet check."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bench.analysis.models import (
+    DEFAULT_HEADROOM,
+    DEFAULT_P99_WAIT_MS,
+    SizingInputs,
+    deadlock_floor,
+    request_hold_time_ms,
+    seed_formula_explanation,
+    size_all,
+    throughput_ceiling_rps,
+)
+from bench.analysis.summary import size_summary
+from bench.cli.common import (
+    InstancesOpt,
+    JsonOpt,
+    MaxConnectionsOpt,
+    P99WaitOpt,
+    ReservedOpt,
+    WorkersOpt,
+    console,
+    usage_errors,
+    write_json,
+)
+from bench.errors import UsageError
+from bench.fmt import num
+from bench.spec import Fleet
+
+
+@usage_errors
+def size(
+    concurrency: Annotated[
+        float, typer.Option(help="Concurrent requests per process (e.g. users).", min=1)
+    ],
+    queries_per_request: Annotated[
+        float, typer.Option(help="Queries per request (one session per request).", min=1)
+    ] = 1,
+    hold_time_ms: Annotated[
+        float | None,
+        typer.Option(help="Connection hold time per request (checkout to checkin).", min=0),
+    ] = None,
+    per_query_ms: Annotated[
+        float | None, typer.Option(help="Time per query, if hold time is unknown.", min=0)
+    ] = None,
+    overhead_ms: Annotated[
+        float, typer.Option(help="Work between queries while the session is held.", min=0)
+    ] = 0.0,
+    target_rps: Annotated[
+        float | None,
+        typer.Option(
+            help="Target requests/s per process (default: concurrency / hold time).", min=0
+        ),
+    ] = None,
+    db_cores: Annotated[
+        int | None,
+        typer.Option(help="Database server cores (HikariCP; default: this host's).", min=1),
+    ] = None,
+    spindles: Annotated[int, typer.Option(help="Effective spindles (0 if cached).", min=0)] = 0,
+    p99_wait_ms: P99WaitOpt = DEFAULT_P99_WAIT_MS,
+    headroom: Annotated[
+        float, typer.Option(help="Multiplier on Little's-law busy connections.", min=1)
+    ] = DEFAULT_HEADROOM,
+    connections_per_request: Annotated[
+        int, typer.Option(help="Connections one request holds at once (deadlock floor).", min=1)
+    ] = 1,
+    instances: InstancesOpt = None,
+    workers_per_instance: WorkersOpt = None,
+    max_connections: MaxConnectionsOpt = None,
+    reserved: ReservedOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Size a pool without a benchmark: every model's answer plus the fleet check."""
+    if hold_time_ms is None:
+        if per_query_ms is None:
+            raise UsageError("give --hold-time-ms or --per-query-ms")
+        hold_time_ms = request_hold_time_ms(queries_per_request, per_query_ms, overhead_ms)
+    if hold_time_ms <= 0:
+        raise UsageError("hold time must be > 0 ms")
+    inputs = SizingInputs(
+        concurrency=concurrency,
+        queries_per_request=queries_per_request,
+        hold_time_ms=hold_time_ms,
+        target_rps=target_rps,
+        db_cores=db_cores or os.cpu_count() or 1,
+        spindles=spindles,
+        wait_budget_ms=p99_wait_ms,
+        headroom=headroom,
+    )
+    given = {
+        "instances": instances,
+        "workers_per_instance": workers_per_instance,
+        "max_connections": max_connections,
+        "reserved_connections": reserved,
+    }
+    fleet = Fleet().with_overrides(**given) if any(v is not None for v in given.values()) else None
+    results = size_all(inputs, usl_note="needs a capacity sweep (>= 6 pool sizes)", corrected=True)
+    floor = deadlock_floor(math.ceil(concurrency), connections_per_request)
+    table = Table(
+        title=f"Pool size per process: {concurrency:g} concurrent, {queries_per_request:g} "
+        f"queries/request, hold {hold_time_ms:.1f} ms, {inputs.offered_rps:.1f} rps"
+    )
+    for header in ("model", "connections", "predicted rps", "fleet", "formula"):
+        table.add_column(header, justify="left" if header in ("model", "formula") else "right")
+    for result in results:
+        fits = (
+            "-"
+            if fleet is None or result.pool_size is None
+            else ("fits" if fleet.fits(result.pool_size) else "OVER")
+        )
+        table.add_row(
+            result.name,
+            "-" if result.pool_size is None else str(result.pool_size),
+            num(result.predicted_rps),
+            fits,
+            result.formula if result.pool_size is not None else result.note,
+        )
+    console.print(table)
+    if connections_per_request > 1:
+        console.print(
+            f"Deadlock floor: {math.ceil(concurrency)} x ({connections_per_request} - 1) + 1 = "
+            f"{floor} connections (a smaller pool can deadlock)."
+        )
+    if fleet is not None:
+        console.print(
+            f"Fleet: {fleet.processes} processes share {fleet.budget} connections: at most "
+            f"{fleet.per_process} per process, a Little's-law ceiling of "
+            f"{throughput_ceiling_rps(fleet.per_process, hold_time_ms):.1f} rps per process."
+        )
+    console.print(
+        seed_formula_explanation(
+            concurrency, queries_per_request, hold_time_ms, inputs.offered_rps
+        ),
+        markup=False,
+    )
+    if json_path is not None:
+        write_json(json_path, size_summary(inputs, results, fleet, floor))
