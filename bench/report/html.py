@@ -89,7 +89,7 @@ def _row_flags(analysis: Analysis, row: Mapping[str, Any]) -> dict[str, Any]:
         "slo": analysis.slo.passes(row) if analysis.slo.is_set else None,
         "fleet": None
         if fleet is None or pd.isna(row["connections"])
-        else fleet.fits(row["connections"]),
+        else fleet.fits(row_process_connections(row)),
     }
 
 
