@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +42,14 @@ SUM_COLUMNS = (
 def untrusted(frame: pd.DataFrame) -> pd.Series:
     """True for runs (or configs) that a CPU or the load generator limited."""
     return frame["bottleneck"].isin(UNTRUSTED_BOTTLENECKS)
+
+
+def matching(frame: pd.DataFrame, values: Mapping[str, Any]) -> pd.Series:
+    """True for rows equal to `values` in every column given (a blank matches a blank)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in values.items():
+        mask &= frame[column].isna() if pd.isna(value) else frame[column] == value
+    return mask
 
 
 def eligible(frame: pd.DataFrame) -> pd.DataFrame:

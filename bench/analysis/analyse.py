@@ -15,6 +15,7 @@ from bench.analysis.aggregate import (
     CONFIG_COLUMNS,
     WORKLOAD_COLUMNS,
     aggregate,
+    matching,
     untrusted,
 )
 from bench.analysis.load import Sweep, endpoint_figures
@@ -164,17 +165,6 @@ def uses_database(table: pd.DataFrame) -> bool:
     """
     peaks = pd.to_numeric(table["peak_checked_out"], errors="coerce").dropna()
     return peaks.empty or bool((peaks > 0).any())
-
-
-def _matching(frame: pd.DataFrame, values: Mapping[str, Any]) -> pd.DataFrame:
-    """Rows whose columns equal `values` (a blank matches a blank)."""
-    mask = pd.Series(True, index=frame.index)
-    for column, value in values.items():
-        if pd.isna(value):
-            mask &= frame[column].isna()
-        else:
-            mask &= frame[column] == value
-    return frame[mask]
 
 
 def reference_run(runs: pd.DataFrame) -> dict[str, Any] | None:
@@ -388,14 +378,14 @@ def analyse(
                 ["users", "offered_rps"], dropna=False, sort=True
             ):
                 target = key | {"users": users, "offered_rps": offered}
-                runs = _matching(sweep.runs, target | {"experiment": SLO})
+                runs = sweep.runs[matching(sweep.runs, target | {"experiment": SLO})]
                 workloads.append(
                     _analyse_workload(target, rows, curve, runs, experiment=SLO, **settings)
                 )
             continue
         for users, rows in capacity.groupby("users", dropna=False, sort=True):
             target = key | {"users": users}
-            runs = _matching(sweep.runs, target)
+            runs = sweep.runs[matching(sweep.runs, target)]
             runs = runs[runs["experiment"] != SLO]
             workloads.append(
                 _analyse_workload(target, rows, rows, runs, experiment=CAPACITY, **settings)

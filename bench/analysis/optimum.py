@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.aggregate import CONFIG_COLUMNS, at_optimum, eligible, untrusted
+from bench.analysis.aggregate import CONFIG_COLUMNS, at_optimum, eligible, matching, untrusted
 from bench.analysis.models import DEFAULT_TOLERANCE
 from bench.analysis.semaphore import LIMIT, smallest_adequate_limit
 from bench.spec import Fleet, Slo
@@ -93,7 +93,8 @@ def find_optimum(
         ["connections", "rps", "p95_ms"], ascending=[True, False, True], kind="stable"
     ).iloc[0]
     # When only the semaphore varies at that pool: the smallest adequate limit, not the fastest.
-    same_pool = table[_same_config(table, chosen, exclude=(LIMIT,))]
+    axes = [c for c in CONFIG_COLUMNS if c != LIMIT and c in table]
+    same_pool = table[matching(table, {c: chosen.get(c) for c in axes})]
     adequate = smallest_adequate_limit(same_pool, slo, tolerance)
     if adequate is not None and adequate[LIMIT] != chosen[LIMIT]:
         chosen = pd.Series(adequate)
@@ -220,10 +221,7 @@ def config_verdicts(
     keys = [c for c in config_columns if c in runs.columns]
     verdicts = []
     for row in table.to_dict("records"):
-        same = np.ones(len(trusted), dtype=bool)
-        for key in keys:
-            column, value = trusted[key], row.get(key)
-            same &= (column == value).to_numpy() | (column.isna().to_numpy() & pd.isna(value))
+        same = matching(trusted, {key: row.get(key) for key in keys})
         failures = [
             run_failure(run, slo, endpoints(str(run["run_id"])) if endpoints else None)
             for run in trusted[same].to_dict("records")
@@ -296,17 +294,6 @@ def row_process_connections(row: Mapping[str, Any]) -> float:
     """Every connection one app process may open at this config (both pools)."""
     direct = _number(row.get("pg_max_size"))
     return float(row["connections"]) + (0.0 if math.isnan(direct) else direct)
-
-
-def _same_config(frame: pd.DataFrame, row: pd.Series, exclude: Sequence[str]) -> pd.Series:
-    """True for configs equal to `row` on every config axis but `exclude` (blank equals blank)."""
-    mask = pd.Series(True, index=frame.index)
-    for column in CONFIG_COLUMNS:
-        if column in exclude or column not in frame:
-            continue
-        value = row.get(column)
-        mask &= frame[column].isna() if pd.isna(value) else frame[column] == value
-    return mask
 
 
 def measured_rps_at(table: pd.DataFrame, connections: float) -> float | None:

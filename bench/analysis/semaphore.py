@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.aggregate import CONFIG_COLUMNS, eligible
+from bench.analysis.aggregate import CONFIG_COLUMNS, eligible, matching
 from bench.fmt import opt_float
 from bench.spec import Slo
 
@@ -38,22 +38,13 @@ def smallest_adequate_limit(
         return None
     best = passing.sort_values("rps", ascending=False, kind="stable").iloc[0]
     others = [c for c in CONFIG_COLUMNS if c != LIMIT and c in candidates]
-    candidates = candidates[_same(candidates, best, others)]
+    candidates = candidates[matching(candidates, {c: best[c] for c in others})]
     if candidates[LIMIT].nunique() < 2:
         return None
-    passing = passing[_same(passing, best, others)]
+    passing = passing[matching(passing, {c: best[c] for c in others})]
     near = passing[passing["rps"] >= (1 - tolerance) * float(best["rps"])]
     chosen = near.sort_values([LIMIT, "rps"], ascending=[True, False], kind="stable").iloc[0]
     return {str(k): v for k, v in chosen.to_dict().items()}
-
-
-def _same(frame: pd.DataFrame, row: pd.Series, columns: list[str]) -> pd.Series:
-    """True for rows equal to `row` in every column (blank equals blank)."""
-    mask = pd.Series(True, index=frame.index)
-    for column in columns:
-        value = row[column]
-        mask &= frame[column].isna() if pd.isna(value) else frame[column] == value
-    return mask
 
 
 def semaphore_warnings(row: Mapping[str, Any]) -> list[str]:
