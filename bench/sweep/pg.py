@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_urlsafe
+from urllib.parse import quote
 
 from bench.errors import PostgresStartError, PostgresUnavailable
 
@@ -35,6 +37,8 @@ DEFAULT_SERVER_SETTINGS: Mapping[str, str] = {
     "full_page_writes": "off",
     "shared_buffers": "128MB",
 }
+SUPERUSER = "postgres"
+PASSWORD_BYTES = 24  # token_urlsafe(24): 32 characters, 192 random bits
 _UNPRIVILEGED_USERS = ("postgres", "nobody")
 _PR_SET_PDEATHSIG = 1
 
@@ -109,7 +113,12 @@ class Database:
 
 
 class PostgresServer:
-    """A throwaway cluster in a temp dir; stopped on exit, on exception and on SIGTERM/SIGINT."""
+    """A throwaway cluster in a temp dir; stopped on exit, on exception and on SIGTERM/SIGINT.
+
+    Its superuser has a password generated per start, kept in memory only (the DSN and child
+    environments): scram-sha-256 over TCP and the socket, whose directory only the cluster's
+    OS user can enter.
+    """
 
     def __init__(
         self,
@@ -128,12 +137,15 @@ class PostgresServer:
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
+        self._password: str | None = None
 
     @property
     def dsn(self) -> str:
-        if self.port is None:
+        """The superuser's URL, password included: keep it in memory, never write it out."""
+        if self.port is None or self._password is None:
             raise RuntimeError("server not started")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DEFAULT_DATABASE}"
+        userinfo = f"{SUPERUSER}:{quote(self._password, safe='')}"
+        return f"postgresql://{userinfo}@127.0.0.1:{self.port}/{DEFAULT_DATABASE}"
 
     @property
     def database(self) -> Database:
@@ -150,6 +162,7 @@ class PostgresServer:
             )
         user = _unprivileged_user()
         self._tmp = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
+        self._password = token_urlsafe(PASSWORD_BYTES)
         atexit.register(self.stop)
         try:
             self._init_cluster(bindir, user)
@@ -157,34 +170,56 @@ class PostgresServer:
             self._wait_ready(bindir)
             self._run(
                 [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port)]
-                + ["-U", "postgres", DEFAULT_DATABASE],
+                + ["-U", SUPERUSER, DEFAULT_DATABASE],
                 user,
+                env={**os.environ, "PGPASSWORD": self._password},
             )
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _run(self, argv: list[str], user: str | None) -> None:
-        result = subprocess.run(argv, user=user, capture_output=True, text=True, timeout=60)
+    def _run(
+        self,
+        argv: list[str],
+        user: str | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: int | None = None,
+    ) -> None:
+        result = subprocess.run(
+            argv, user=user, env=env, stdin=stdin, capture_output=True, text=True, timeout=60
+        )
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise PostgresStartError(f"{Path(argv[0]).name} failed: {detail[0]}")
 
     def _init_cluster(self, bindir: Path, user: str | None) -> None:
-        assert self._tmp is not None
+        assert self._tmp is not None and self._password is not None
         for sub in ("data", "sock"):
-            (self._tmp / sub).mkdir()
-        if user:
-            entry = pwd.getpwnam(user)
-            os.chmod(self._tmp, 0o755)
+            (self._tmp / sub).mkdir(mode=0o700)
+            os.chmod(self._tmp / sub, 0o700)  # whatever the umask
+        entry = pwd.getpwnam(user) if user else None
+        if entry:
             for path in (self._tmp, self._tmp / "data", self._tmp / "sock"):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._run(
-            [str(bindir / "initdb"), "-D", str(self._tmp / "data"), "-U", "postgres"]
-            + ["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync"],
-            user,
-        )
+        # initdb reads the password from a pipe: it never touches the disk. The cluster's
+        # user may open /dev/stdin only if the pipe is its own.
+        read_fd, write_fd = os.pipe()
+        try:
+            with os.fdopen(write_fd, "w") as pipe:
+                pipe.write(self._password + "\n")
+            if entry:
+                os.fchown(read_fd, entry.pw_uid, entry.pw_gid)
+            self._run(
+                [str(bindir / "initdb"), "-D", str(self._tmp / "data"), "-U", SUPERUSER]
+                + ["--pwfile=/dev/stdin", "--auth=scram-sha-256"]
+                + ["--encoding=UTF8", "--no-locale", "--no-sync"],
+                user,
+                stdin=read_fd,
+            )
+        finally:
+            os.close(read_fd)
 
     def _launch(self, bindir: Path, user: str | None) -> None:
         assert self._tmp is not None
@@ -243,6 +278,7 @@ class PostgresServer:
                     process.wait(timeout=wait_s)
                     break
         tmp, self._tmp = self._tmp, None
+        self._password = None
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         atexit.unregister(self.stop)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -12,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from bench.secrets import redact_dsn
+from bench.secrets import dsn_password, redact_dsn
 from bench.sweep.pg import PostgresServer, database
 from tests.conftest import ROOT
 
@@ -22,6 +24,17 @@ def _psql(dsn: str, sql: str) -> str:
         ["psql", dsn, "-Atc", sql], capture_output=True, text=True, check=True, timeout=30
     )
     return out.stdout.strip()
+
+
+def _psql_fails(dsn: str) -> str:
+    """Connect without any password source; return psql's error."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSFILE"] = os.devnull
+    out = subprocess.run(
+        ["psql", dsn, "-w", "-Atc", "select 1"], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert out.returncode != 0, out.stdout
+    return out.stderr
 
 
 def test_server_applies_settings_and_stops() -> None:
@@ -35,6 +48,38 @@ def test_server_applies_settings_and_stops() -> None:
         data_dir = server._tmp
     assert not psutil.pid_exists(pid)
     assert data_dir is not None and not data_dir.exists()
+
+
+def test_managed_cluster_needs_its_generated_password() -> None:
+    server = PostgresServer()
+    with server as db:
+        password = dsn_password(db.dsn)
+        assert password and len(password) >= 20
+        assert _psql(db.dsn, "select current_user") == "postgres"
+        no_password = db.dsn.replace(f":{password}@", "@")
+        assert "password" in _psql_fails(no_password)
+        assert "password authentication failed" in _psql_fails(
+            db.dsn.replace(password, "wrong-" + password[:4])
+        )
+        assert server._tmp is not None
+        sock = server._tmp / "sock"
+        socket_dsn = f"postgresql://postgres@/poolbench?host={sock}&port={server.port}"
+        assert "password" in _psql_fails(socket_dsn)
+        assert _psql(f"{socket_dsn}&password={password}", "select 1") == "1"
+        # No file of the cluster (config, logs, catalog) holds the password in clear.
+        for path in server._tmp.rglob("*"):
+            if path.is_file() and not path.is_socket():
+                assert password.encode() not in path.read_bytes(), path
+
+
+def test_socket_directory_is_private_to_the_cluster_user() -> None:
+    server = PostgresServer()
+    with server:
+        assert server._tmp is not None
+        info = (server._tmp / "sock").stat()
+        assert stat.S_IMODE(info.st_mode) == 0o700
+        expected_uid = pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else os.geteuid()
+        assert info.st_uid == expected_uid
 
 
 def test_server_stops_when_the_block_raises() -> None:
