@@ -52,6 +52,40 @@ class PgPoolTimeoutError(Exception):
     """No connection from the asyncpg pool within PG_POOL_ACQUIRE_TIMEOUT_S."""
 
 
+# What requests see while Postgres is down or going away, through either pool (seen against a
+# stopped server): a refused connect is a bare OSError from asyncpg.connect; a leased connection
+# the server closed is ConnectionDoesNotExistError (SQLSTATE class 08) with AdminShutdownError as
+# its cause; a server starting up or shutting down refuses new sessions with 57P03. Not every
+# 57xxx: 57014 is a cancelled statement, a query error.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Tell whether `error` means the database is unreachable or dropped the connection."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _CONNECTION_ERRORS):
+            return True
+        # asyncpg's own "closed" error is a plain InterfaceError, which also covers misuse (two
+        # operations at once); SQLAlchemy's asyncpg dialect tells them apart by this message.
+        if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
+            return True
+        # Only explicit causes: SQLAlchemy and its asyncpg adapter raise `from` the driver's
+        # error; an implicit context may be an unrelated error raised while handling another.
+        current = current.__cause__
+    return False
+
+
 class _InstrumentedQueuePool(AsyncAdaptedQueuePool):
     """AsyncAdaptedQueuePool that times every checkout; SQLAlchemy has no acquire-wait timer."""
 

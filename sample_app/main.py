@@ -31,6 +31,7 @@ from sample_app.middleware import (
     InFlightMiddleware,
     RequestIDMiddleware,
     TimingMiddleware,
+    UnhandledErrorMiddleware,
 )
 from sample_app.problems import REQUEST_ID_HEADER, install_problem_handlers
 from sample_app.routes import ROUTERS, UNCOUNTED_PATHS
@@ -113,7 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="poolbench sample app",
         lifespan=lifespan,
         # Outermost first. In-flight counting sees the whole request; CORS answers preflights
-        # before anything else runs; the request id wraps timing and logging so both can use it.
+        # before anything else runs; the request id wraps timing and logging so both can use it;
+        # an unhandled error becomes a response innermost, so every other layer sees a response.
         middleware=[
             Middleware(
                 InFlightMiddleware,
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             Middleware(RequestIDMiddleware),
             Middleware(TimingMiddleware),
             Middleware(AccessLogMiddleware, enabled=settings.access_log),
+            Middleware(UnhandledErrorMiddleware),
         ],
     )
     app.state.settings = settings

@@ -1,4 +1,4 @@
-"""In-flight, request id, Server-Timing and access-log middleware, as pure ASGI classes.
+"""In-flight, request id, Server-Timing, access-log and error middleware, as pure ASGI classes.
 
 Pure ASGI rather than Starlette's BaseHTTPMiddleware: BaseHTTPMiddleware runs the rest of the
 app in a separate task and streams the response through a memory channel, so context variables
@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sample_app.problems import REQUEST_ID_HEADER
+from sample_app.problems import REQUEST_ID_HEADER, unhandled_error_response
 from sample_app.telemetry import (
     RequestActivity,
     RequestPoolWait,
@@ -159,3 +160,37 @@ class AccessLogMiddleware:
                 "pool_wait_ms": round(pool_wait.seconds * 1000, 2) if pool_wait else None,
             }
             access_logger.info(json.dumps(record))
+
+
+class UnhandledErrorMiddleware:
+    """Answer an exception no handler took with a problem response, instead of raising it on.
+
+    Starlette's ServerErrorMiddleware answers too, but outside every other middleware (no
+    Server-Timing, CORS or access-log status) and it re-raises afterwards; uvicorn then closes
+    the kept-alive connection without `Connection: close`, so the client's next request on it
+    fails. Innermost, so the answer passes through the other middleware like any response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking_start)
+        except Exception as exc:
+            if response_started:
+                # Part of a response is out: only closing the connection can end it.
+                raise
+            response = unhandled_error_response(Request(scope), exc)
+            await response(scope, receive, send)

@@ -1,9 +1,9 @@
 """Errors as RFC 7807 problem details (`application/problem+json`).
 
 Every error the app answers has the same shape: type, title, status, detail, instance and the
-request id, plus `errors` for validation failures. Pool exhaustion answers 503 with
-Retry-After instead of hanging or failing with a bare 500; unexpected errors answer a 500 that
-says nothing about the internals (the traceback goes to the log).
+request id, plus `errors` for validation failures. Pool exhaustion and an unreachable database
+answer 503 with Retry-After instead of hanging or failing with a bare 500; unexpected errors
+answer a 500 that says nothing about the internals (the traceback goes to the log).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sample_app.db import PgPoolTimeoutError
+from sample_app.db import PgPoolTimeoutError, is_connection_error
 
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-ID"
 TYPE_PREFIX = "urn:poolbench:problem:"
 DEFAULT_RETRY_AFTER_S = 1
+DEFAULT_DB_UNAVAILABLE_RETRY_AFTER_S = 5
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,33 @@ def problem_response(
 # Pool exhaustion is usually a burst: a short, fixed back-off lets clients retry soon without
 # stampeding; the header is what makes a load generator or proxy back off at all.
 RETRY_AFTER = {"Retry-After": str(DEFAULT_RETRY_AFTER_S)}
+# A database restart or failover takes seconds; retrying every second would only add connect
+# attempts (each a refused socket or a new backend) to a server that is coming back.
+DB_UNAVAILABLE_RETRY_AFTER = {"Retry-After": str(DEFAULT_DB_UNAVAILABLE_RETRY_AFTER_S)}
+
+
+def unhandled_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """Answer an error no handler took: 503 if the database is unreachable, else a bare 500."""
+    request_id = request_id_of(request)
+    if is_connection_error(exc):
+        # One line without the traceback: during an outage every request fails the same way.
+        first_line = next(iter(str(exc).splitlines()), "")
+        logger.warning(
+            "database unavailable, request_id=%s: %s: %s",
+            request_id,
+            type(exc).__name__,
+            first_line,
+        )
+        return problem_response(
+            request,
+            503,
+            "the database is unavailable; retry later",
+            kind="database-unavailable",
+            title="Database unavailable",
+            headers=DB_UNAVAILABLE_RETRY_AFTER,
+        )
+    logger.error("unhandled error, request_id=%s", request_id, exc_info=exc)
+    return problem_response(request, 500, "an unexpected error occurred", kind="internal")
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -135,9 +163,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def downstream_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(request, 502, str(exc), kind="downstream-error")
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("unhandled error, request_id=%s", request_id_of(request), exc_info=exc)
-        return problem_response(request, 500, "an unexpected error occurred", kind="internal")
+    async def last_resort(request: Request, exc: Exception) -> JSONResponse:
+        # Only errors raised in a middleware get here; UnhandledErrorMiddleware answers the
+        # rest. Starlette re-raises after this response and uvicorn then closes the connection,
+        # so the response says so: a client must not send its next request on it.
+        response = unhandled_error_response(request, exc)
+        response.headers["Connection"] = "close"
+        return response
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -147,5 +179,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DownstreamTimeoutError, downstream_timeout)
     app.add_exception_handler(DownstreamError, downstream_error)
     # `Exception` is served by Starlette's outermost ServerErrorMiddleware, outside our
-    # middleware: that is why the handler adds the request id header itself.
-    app.add_exception_handler(Exception, unexpected)
+    # middleware: that is why problem_response adds the request id header itself.
+    app.add_exception_handler(Exception, last_resort)

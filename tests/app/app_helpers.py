@@ -8,15 +8,18 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+from fastapi import FastAPI
 
 from bench.sweep.pg import Database, free_port
+from sample_app.main import create_app
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APP_DB = "poolbench_app_tests"
@@ -24,6 +27,7 @@ SEED_USERS = 50
 SEED_ORDERS_PER_USER = 2
 SEED_ITEMS_PER_ORDER = 2
 START_TIMEOUT_S = 20.0
+FAILING_PATH = "/test/unexpected-error"
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -110,6 +114,51 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> i
 
 
 AppRunner = Callable[..., Any]
+
+
+def create_app_with_failing_route() -> FastAPI:
+    """The app from the environment plus FAILING_PATH, which raises (`uvicorn --factory`)."""
+    app = create_app()
+
+    @app.get(FAILING_PATH)
+    async def fail() -> None:
+        raise RuntimeError("boom: secret internals")
+
+    return app
+
+
+@asynccontextmanager
+async def app_process(
+    env: Mapping[str, str], *, target: str = "sample_app.main:app", factory: bool = False
+) -> AsyncIterator[str]:
+    """Run the app in a real uvicorn process with these env vars; yield its base URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", target, "--port", str(port)]
+    process = subprocess.Popen(
+        argv + (["--factory"] if factory else []),
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await asyncio.to_thread(wait_http_ok, f"{url}/health", process)
+        yield url
+    finally:
+        stop_process(process)
+
+
+def keep_alive_client(url: str) -> httpx.AsyncClient:
+    """A client with a single connection, so consecutive requests reuse it while it stays open."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(base_url=url, limits=limits)
+
+
+def client_port(response: httpx.Response) -> int:
+    """Return the local port of the connection that carried the response."""
+    host, port = response.extensions["network_stream"].get_extra_info("client_addr")
+    return int(port)
 
 
 async def fetch_val(dsn: str, query: str, *args: object) -> Any:
