@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import ctypes
+import getpass
 import glob
 import importlib.util
 import os
@@ -19,9 +21,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from secrets import token_urlsafe
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from bench.errors import PostgresStartError, PostgresUnavailable
+import asyncpg
+
+from bench.errors import PostgresStartError, PostgresUnavailable, UsageError
+from bench.secrets import parse_conninfo
 
 DSN_ENV = "BENCH_DATABASE_URL"
 BINDIR_ENV = "POOLBENCH_PG_BINDIR"
@@ -29,6 +34,7 @@ DEFAULT_DATABASE = "poolbench"
 DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_START_TIMEOUT_S = 30.0
 DEFAULT_STOP_TIMEOUT_S = 15.0
+DEFAULT_CHECK_TIMEOUT_S = 10.0
 # A benchmark cluster is disposable: durability costs fsyncs on a shared VM disk that would
 # otherwise dominate every write scenario and hide the pool effects we measure.
 DEFAULT_SERVER_SETTINGS: Mapping[str, str] = {
@@ -41,6 +47,22 @@ SUPERUSER = "postgres"
 PASSWORD_BYTES = 24  # token_urlsafe(24): 32 characters, 192 random bits
 _UNPRIVILEGED_USERS = ("postgres", "nobody")
 _PR_SET_PDEATHSIG = 1
+_URL_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
+# What both asyncpg.connect(url) and SQLAlchemy's asyncpg dialect (which hands URL query
+# parameters to asyncpg.connect as keywords) read the same way. sslmode, options and the like
+# are spelt differently by the two, so the sample app could not honour them.
+_DSN_KEYS = ("host", "hostaddr", "port", "user", "password", "dbname")
+_DSN_ALIASES = {"database": "dbname"}  # asyncpg's spelling in a URL query
+# libpq's other keywords, named in the error; an unknown key may be a mistyped password.
+_LIBPQ_KEYWORDS = frozenset(
+    "passfile channel_binding connect_timeout client_encoding options application_name "
+    "fallback_application_name keepalives keepalives_idle keepalives_interval "
+    "keepalives_count tcp_user_timeout replication gssencmode sslmode requiressl "
+    "sslcompression sslcert sslkey sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni "
+    "requirepeer require_auth ssl_min_protocol_version ssl_max_protocol_version krbsrvname "
+    "gsslib gssdelegation service target_session_attrs load_balance_hosts".split()
+)
+_DSN_HINT = "give a postgresql:// URL or key=value pairs such as 'host=... dbname=...'"
 
 
 def find_bindir() -> Path | None:
@@ -107,9 +129,164 @@ class Database:
 
     @property
     def sqlalchemy_url(self) -> str:
-        """Return the DSN in SQLAlchemy's asyncpg form."""
-        scheme, _, rest = self.dsn.partition("://")
-        return f"postgresql+asyncpg://{rest}" if scheme.startswith("postgres") else self.dsn
+        """Return the DSN in SQLAlchemy's asyncpg form (any form parse_dsn reads)."""
+        return parse_dsn(self.dsn).replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Dsn:
+    """The parts of a DSN that poolbench passes on; `url` is the canonical spelling."""
+
+    user: str
+    password: str | None
+    host: str  # a name, an address, a socket directory, or "" for the client's default
+    port: int | None
+    dbname: str
+
+    @property
+    def url(self) -> str:
+        userinfo = quote(self.user, safe="")
+        if self.password:
+            userinfo += ":" + quote(self.password, safe="")
+        port = f":{self.port}" if self.port else ""
+        if self.host.startswith("/"):  # a socket directory goes in the query, both read it
+            query = f"?host={quote(self.host)}" + (f"&port={self.port}" if self.port else "")
+            return f"postgresql://{userinfo}@/{quote(self.dbname, safe='')}{query}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{userinfo}@{host}{port}/{quote(self.dbname, safe='')}"
+
+    @property
+    def target(self) -> str:
+        """Where and as whom, without the password: `host:port/db as user 'u'`."""
+        host = self.host or "the default host"
+        return f"{host}:{self.port or 5432}/{self.dbname} as user {self.user!r}"
+
+
+def parse_dsn(text: str) -> str:
+    """Return a URL or key=value DSN as a canonical postgresql:// URL, password in the userinfo.
+
+    Raises UsageError with one line that never quotes the password.
+    """
+    return _parse(text).url
+
+
+def _parse(text: str) -> _Dsn:
+    text = text.strip()
+    if not text:
+        raise UsageError(f"empty DSN: {_DSN_HINT}")
+    scheme, sep, _ = text.partition("://")
+    if sep and "=" not in scheme and " " not in scheme:
+        if scheme.lower() not in _URL_SCHEMES:
+            raise UsageError(f"unsupported DSN scheme {scheme!r}: use postgresql://")
+        params = _url_params(text)
+    elif "=" in text:
+        try:
+            params = parse_conninfo(text)
+        except ValueError as exc:
+            raise UsageError(f"invalid DSN: {exc}; {_DSN_HINT}") from None
+    else:
+        raise UsageError(f"DSN is not a postgresql:// URL or key=value pairs: {_DSN_HINT}")
+    values: dict[str, str] = {}
+    for key, value in params:
+        key = _DSN_ALIASES.get(key, key)
+        if key not in _DSN_KEYS:
+            if key in _LIBPQ_KEYWORDS:
+                raise UsageError(
+                    f"unsupported DSN parameter {key!r}: poolbench passes on only "
+                    f"{', '.join(_DSN_KEYS)}"
+                )
+            raise UsageError(f"unknown DSN parameter: poolbench reads {', '.join(_DSN_KEYS)}")
+        values[key] = value  # as in libpq, a later value wins
+    host = values.get("hostaddr") or values.get("host", "")
+    if "," in host or "," in values.get("port", ""):
+        raise UsageError("the DSN names several hosts: give one host")
+    port = values.get("port", "")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(
+            "invalid port in the DSN (percent-encode any '?', '/', '@' or ':' in the password)"
+        )
+    user = values.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+    dbname = values.get("dbname") or os.environ.get("PGDATABASE") or user
+    return _Dsn(
+        user=user,
+        password=values.get("password") or None,
+        host=host,
+        port=int(port) if port else None,
+        dbname=dbname,
+    )
+
+
+def _url_params(url: str) -> list[tuple[str, str]]:
+    """The (keyword, value) pairs of a postgresql:// URL, decoded, query last (it wins)."""
+    rest = url.partition("://")[2]
+    if "#" in rest:
+        raise UsageError(
+            "the DSN has a '#': percent-encode '#', '?', '/' and '@' in the password "
+            "(%23, %3F, %2F, %40)"
+        )
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    path, _, query = tail.partition("?")
+    params: list[tuple[str, str]] = []
+    userinfo, at, hostport = authority.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        params.append(("user", unquote(user)))
+        if colon:
+            params.append(("password", unquote(password)))
+    if hostport.startswith("["):
+        host, _, port = hostport[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = hostport.partition(":")
+    params += [("host", unquote(host)), ("port", port)]
+    if path.strip("/"):
+        params.append(("dbname", unquote(path[1:])))
+    for param in query.split("&") if query else []:
+        key, eq, value = param.partition("=")
+        if not eq:
+            raise UsageError(f"invalid DSN: a query parameter without '='; {_DSN_HINT}")
+        params.append((unquote(key), unquote(value)))
+    return [(key, value) for key, value in params if value or key == "password"]
+
+
+def check_database(dsn: str, *, timeout_s: float = DEFAULT_CHECK_TIMEOUT_S) -> None:
+    """Connect once; raise UsageError with one line naming the cause and the redacted target.
+
+    Call it from sync code (it runs its own event loop), before anything starts.
+    """
+    parsed = _parse(dsn)
+    try:
+        asyncio.run(_connect_once(parsed.url, timeout_s))
+    except asyncpg.InvalidPasswordError:
+        cause = "password authentication failed"
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        cause = f"not authorised ({_one_line(exc, parsed)})"
+    except asyncpg.InvalidCatalogNameError:
+        cause = f"database {parsed.dbname!r} does not exist"
+    except TimeoutError:
+        cause = f"no answer within {timeout_s:g} s"
+    except ConnectionRefusedError:
+        cause = "connection refused (is Postgres running and listening there?)"
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if "Connect call failed" in str(exc) or "refused" in str(exc).lower():
+            cause = "connection refused (is Postgres running and listening there?)"
+        else:
+            cause = f"{type(exc).__name__}: {_one_line(exc, parsed)}"
+    else:
+        return
+    raise UsageError(f"cannot connect to {parsed.target}: {cause}")
+
+
+async def _connect_once(url: str, timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        conn = await asyncpg.connect(url, timeout=timeout_s)
+    await conn.close(timeout=timeout_s)
+
+
+def _one_line(exc: BaseException, dsn: _Dsn) -> str:
+    text = " ".join(str(exc).split()) or "no detail"
+    return text.replace(dsn.password, "***") if dsn.password else text
 
 
 class PostgresServer:
@@ -311,7 +488,7 @@ def database(
     """Yield a database: the DSN given (or from BENCH_DATABASE_URL), else a throwaway cluster."""
     dsn = dsn or os.environ.get(DSN_ENV)
     if dsn:
-        yield Database(dsn=dsn, managed=False)
+        yield Database(dsn=parse_dsn(dsn), managed=False)
         return
     with PostgresServer(max_connections=max_connections, settings=settings) as db:
         yield db

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 
+import asyncpg
 import psutil
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.errors import UsageError
 from bench.secrets import dsn_password, redact_dsn
-from bench.sweep.pg import PostgresServer, database
+from bench.sweep.pg import Database, PostgresServer, check_database, database, free_port, parse_dsn
 from tests.conftest import ROOT
 
 
@@ -146,7 +153,139 @@ def test_missing_binaries_is_one_clear_error(tmp_path: os.PathLike[str]) -> None
 
 
 def test_fixture_server_is_usable(pg: object) -> None:
-    from bench.sweep.pg import Database
-
     assert isinstance(pg, Database)
     assert _psql(pg.dsn, "select 1") == "1"
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("postgresql://u:pw@h:5432/d", "postgresql://u:pw@h:5432/d"),
+        ("postgres://u:p%40ss%2Fw@h/d", "postgresql://u:p%40ss%2Fw@h/d"),
+        ("postgresql+asyncpg://u:pw@h:1/d", "postgresql://u:pw@h:1/d"),
+        ("postgresql://u@h:5432/d?password=p%26w", "postgresql://u:p%26w@h:5432/d"),
+        ("postgresql://u@h/d?dbname=other&port=6&user=v", "postgresql://v@h:6/other"),
+        ("postgresql://u@[::1]:5432/d", "postgresql://u@[::1]:5432/d"),
+        (
+            "host=127.0.0.1 port=5432 user=u password='a b\\'c' dbname=d",
+            "postgresql://u:a%20b%27c@127.0.0.1:5432/d",
+        ),
+        ("  user=u  password = pw host=h dbname=d ", "postgresql://u:pw@h/d"),
+        ("hostaddr=::1 user=u dbname=d", "postgresql://u@[::1]/d"),
+        ("host=/run/pg port=5433 user=u dbname=d", "postgresql://u@/d?host=/run/pg&port=5433"),
+    ],
+)
+def test_parse_dsn_gives_one_canonical_url(given: str, canonical: str) -> None:
+    assert parse_dsn(given) == canonical
+    assert Database(dsn=given, managed=False).sqlalchemy_url == canonical.replace(
+        "postgresql://", "postgresql+asyncpg://", 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("", "empty DSN"),
+        ("mysql://u:hunter2pw@h/d", "unsupported DSN scheme 'mysql'"),
+        ("db.example.com", "not a postgresql:// URL or key=value"),
+        ("host=h password='hunter2pw", "unterminated quoted value"),
+        ("host=h hunter2pw", "expected keyword=value"),
+        ("host=h sslmode=require password=hunter2pw", "unsupported DSN parameter 'sslmode'"),
+        ("host=h hunter2pw=x", "unknown DSN parameter"),
+        ("postgresql://u:hunter2pw@h:port/d", "invalid port"),
+        ("postgresql://u:hunter2pw@h1,h2/d", "one host"),
+        ("postgresql://u:hunter#2pw@h/d", "percent-encode"),
+        ("postgresql://u@h/d?password=hunter2pw&options=-c%20x", "'options'"),
+    ],
+)
+def test_parse_dsn_rejects_in_one_line_without_the_password(given: str, message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_dsn(given)
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+    assert "hunter" not in text and "2pw" not in text
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PostgresServer]:
+    """A managed cluster of this module's own, so its password is known."""
+    server = PostgresServer(max_connections=20).start()
+    yield server
+    server.stop()
+
+
+def _dsn_forms(server: PostgresServer) -> list[str]:
+    password = dsn_password(server.dsn)
+    assert server._tmp is not None
+    return [
+        server.dsn,
+        f"postgres://postgres@127.0.0.1:{server.port}/poolbench?password={password}",
+        f"host=127.0.0.1 port={server.port} user=postgres password='{password}' dbname=poolbench",
+        f"host={server._tmp / 'sock'} port={server.port} user=postgres password={password}"
+        " dbname=poolbench",
+    ]
+
+
+async def _both_clients_connect(dsn: str) -> None:
+    url = parse_dsn(dsn)
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        assert await conn.fetchval("select current_database()") == "poolbench"
+    finally:
+        await conn.close()
+    engine = create_async_engine(Database(dsn=dsn, managed=False).sqlalchemy_url)
+    try:
+        async with engine.connect() as sa_conn:
+            assert (await sa_conn.execute(text("select current_user"))).scalar() == "postgres"
+    finally:
+        await engine.dispose()
+
+
+def test_canonical_dsn_works_with_asyncpg_and_sqlalchemy(cluster: PostgresServer) -> None:
+    for dsn in _dsn_forms(cluster):
+        asyncio.run(_both_clients_connect(dsn))
+        check_database(dsn)
+
+
+def _check_fails(dsn: str, timeout_s: float = 10.0) -> str:
+    with pytest.raises(UsageError) as caught:
+        check_database(dsn, timeout_s=timeout_s)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_check_database_names_a_wrong_password(cluster: PostgresServer) -> None:
+    password = dsn_password(cluster.dsn)
+    assert password
+    wrong = "Wr0ng-" + password[::-1]
+    for dsn in _dsn_forms(cluster)[:3]:
+        message = _check_fails(dsn.replace(password, wrong))
+        assert "password authentication failed" in message, message
+        assert f"127.0.0.1:{cluster.port}/poolbench" in message and "postgres" in message
+        assert wrong not in message and password not in message
+
+
+def test_check_database_names_a_missing_database(cluster: PostgresServer) -> None:
+    message = _check_fails(cluster.dsn.replace("/poolbench", "/no_such_db"))
+    assert "database 'no_such_db' does not exist" in message, message
+    assert f"127.0.0.1:{cluster.port}/no_such_db" in message
+    assert str(dsn_password(cluster.dsn)) not in message
+
+
+def test_check_database_names_a_refused_port() -> None:
+    port = free_port()
+    message = _check_fails(f"postgresql://u:hunter2pw@127.0.0.1:{port}/d")
+    assert "connection refused" in message and f"127.0.0.1:{port}/d" in message, message
+    assert "hunter2pw" not in message
+
+
+def test_check_database_times_out_on_a_silent_server() -> None:
+    with socket.socket() as silent:  # accepts the TCP handshake, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        began = time.monotonic()
+        message = _check_fails(f"host=127.0.0.1 port={port} user=u password=pw dbname=d", 1.0)
+    assert time.monotonic() - began < 5
+    assert "no answer within 1 s" in message and f"127.0.0.1:{port}/d" in message, message
