@@ -9,6 +9,7 @@ import ctypes
 import getpass
 import glob
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -24,6 +25,7 @@ from secrets import token_urlsafe
 from urllib.parse import quote, unquote
 
 import asyncpg
+import psutil
 
 from bench.errors import PostgresStartError, PostgresUnavailable, UsageError
 from bench.secrets import parse_conninfo
@@ -45,6 +47,10 @@ DEFAULT_SERVER_SETTINGS: Mapping[str, str] = {
 }
 SUPERUSER = "postgres"
 PASSWORD_BYTES = 24  # token_urlsafe(24): 32 characters, 192 random bits
+CLUSTER_PREFIX = "poolbench-pg-"
+OWNER_FILE = "owner.json"  # {"pid": ..., "started": ...} of the process that made the cluster
+# psutil derives a start time from the boot time, which the kernel may report a second apart.
+_START_TIME_TOLERANCE_S = 2.0
 _UNPRIVILEGED_USERS = ("postgres", "nobody")
 _PR_SET_PDEATHSIG = 1
 _URL_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
@@ -338,10 +344,12 @@ class PostgresServer:
                 f"postgresql) or `pip install pgserver`, or set {DSN_ENV} to an existing server"
             )
         user = _unprivileged_user()
-        self._tmp = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
+        remove_stale_clusters()
+        self._tmp = Path(tempfile.mkdtemp(prefix=CLUSTER_PREFIX))
         self._password = token_urlsafe(PASSWORD_BYTES)
         atexit.register(self.stop)
         try:
+            _write_owner(self._tmp / OWNER_FILE)
             self._init_cluster(bindir, user)
             self._launch(bindir, user)
             self._wait_ready(bindir)
@@ -465,6 +473,69 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _write_owner(path: Path) -> None:
+    me = psutil.Process()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": me.pid, "started": me.create_time()}))
+    tmp.rename(path)  # a reader sees the whole file or none
+
+
+def _owner_alive(cluster_dir: Path) -> bool:
+    """False only when the owner file proves its process gone; unknown counts as alive."""
+    try:
+        owner = json.loads((cluster_dir / OWNER_FILE).read_text())
+        pid, started = int(owner["pid"]), float(owner["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # an older poolbench's cluster, or one being created right now
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(process.create_time() - started) < _START_TIME_TOLERANCE_S
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
+
+
+def _stop_stale_postmaster(data_dir: Path) -> None:
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        postmaster = psutil.Process(pid)
+        # The pid may have been reused: only a postgres serving this data directory is ours.
+        if str(data_dir) not in postmaster.cmdline():
+            return
+    except (OSError, ValueError, psutil.Error):
+        return
+    for sig, wait_s in (
+        (signal.SIGINT, DEFAULT_STOP_TIMEOUT_S),
+        (signal.SIGQUIT, 5.0),
+        (signal.SIGKILL, 5.0),
+    ):
+        with contextlib.suppress(OSError):
+            # We started it as a session leader: its group holds the backends too.
+            os.killpg(pid, sig) if sig == signal.SIGKILL else os.kill(pid, sig)
+        with contextlib.suppress(psutil.TimeoutExpired, psutil.NoSuchProcess):
+            postmaster.wait(timeout=wait_s)
+            return
+
+
+def remove_stale_clusters(tmp_root: Path | None = None) -> list[Path]:
+    """Stop and delete the clusters whose owner process is dead (a SIGKILLed sweep's).
+
+    Clusters of live owners, and any without an owner file, are left alone.
+    """
+    root = tmp_root or Path(tempfile.gettempdir())
+    removed = []
+    for cluster_dir in sorted(root.glob(CLUSTER_PREFIX + "*")):
+        if not cluster_dir.is_dir() or cluster_dir.is_symlink() or _owner_alive(cluster_dir):
+            continue
+        _stop_stale_postmaster(cluster_dir / "data")
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+        removed.append(cluster_dir)
+    return removed
 
 
 def _raise_system_exit(signum: int, _frame: object) -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import psutil
@@ -289,3 +293,92 @@ def test_check_database_times_out_on_a_silent_server() -> None:
         message = _check_fails(f"host=127.0.0.1 port={port} user=u password=pw dbname=d", 1.0)
     assert time.monotonic() - began < 5
     assert "no answer within 1 s" in message and f"127.0.0.1:{port}/d" in message, message
+
+
+OWNER_SCRIPT = textwrap.dedent(
+    """
+    import time
+    from bench.sweep.pg import PostgresServer
+    server = PostgresServer()
+    with server as db:
+        print(server._tmp, db.pid, db.dsn, flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def _start_owner() -> tuple[subprocess.Popen[str], Path, int, str]:
+    """A child process owning a cluster: (the child, cluster dir, postmaster pid, DSN)."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert owner.stdout is not None
+    cluster_dir, postmaster, dsn = owner.stdout.readline().split()
+    return owner, Path(cluster_dir), int(postmaster), dsn
+
+
+def _wait_gone(pid: int, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_stale_cluster_of_a_killed_owner_is_removed_at_the_next_start() -> None:
+    owner, cluster_dir, postmaster, dsn = _start_owner()
+    # A session open on it: the postmaster's parent-death SIGTERM (a smart shutdown) waits
+    # for it, so the postmaster outlives its owner as after a real SIGKILLed sweep.
+    session = subprocess.Popen(
+        ["psql", dsn, "-c", "select pg_sleep(120)"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        probe = "select count(*) from pg_stat_activity where query like 'select pg_sleep%'"
+        deadline = time.monotonic() + 20
+        while _psql(dsn, probe) != "1" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        owner.kill()
+        owner.wait(timeout=10)
+        time.sleep(1)
+        assert psutil.pid_exists(postmaster) and cluster_dir.exists()  # left behind
+        with PostgresServer() as db:
+            assert not cluster_dir.exists()
+            assert _wait_gone(postmaster)
+            assert _psql(db.dsn, "select 1") == "1"
+        session.wait(timeout=10)
+    finally:
+        for proc in (owner, session):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        if owner.stdout is not None:
+            owner.stdout.close()
+
+
+def test_clusters_of_live_or_unknown_owners_are_left_alone() -> None:
+    owner, cluster_dir, postmaster, _ = _start_owner()
+    # No owner file: a cluster of an older poolbench, or one being created this instant.
+    unknown = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
+    # An owner file whose pid is alive but started at another time: the pid was reused.
+    reused = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
+    try:
+        (reused / "owner.json").write_text(json.dumps({"pid": os.getpid(), "started": 1.0}))
+        with PostgresServer():
+            assert cluster_dir.exists() and psutil.pid_exists(postmaster)
+            assert (cluster_dir / "data" / "postmaster.pid").exists()
+            assert unknown.exists()
+            assert not reused.exists()
+    finally:
+        owner.terminate()
+        owner.wait(timeout=30)
+        if owner.stdout is not None:
+            owner.stdout.close()
+        shutil.rmtree(unknown, ignore_errors=True)
+        shutil.rmtree(reused, ignore_errors=True)
+    assert _wait_gone(postmaster) and not cluster_dir.exists()
