@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -54,6 +55,7 @@ _START_TIME_TOLERANCE_S = 2.0
 _UNPRIVILEGED_USERS = ("postgres", "nobody")
 _PR_SET_PDEATHSIG = 1
 _URL_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # What both asyncpg.connect(url) and SQLAlchemy's asyncpg dialect (which hands URL query
 # parameters to asyncpg.connect as keywords) read the same way. sslmode, options and the like
 # are spelt differently by the two, so the sample app could not honour them.
@@ -180,8 +182,8 @@ def _parse(text: str) -> _Dsn:
     text = text.strip()
     if not text:
         raise UsageError(f"empty DSN: {_DSN_HINT}")
-    scheme, sep, _ = text.partition("://")
-    if sep and "=" not in scheme and " " not in scheme:
+    if _SCHEME_RE.match(text):  # a bare scheme token: quoting it cannot reveal a password
+        scheme = text.partition("://")[0]
         if scheme.lower() not in _URL_SCHEMES:
             raise UsageError(f"unsupported DSN scheme {scheme!r}: use postgresql://")
         params = _url_params(text)

@@ -192,6 +192,7 @@ def test_parse_dsn_gives_one_canonical_url(given: str, canonical: str) -> None:
         ("", "empty DSN"),
         ("mysql://u:hunter2pw@h/d", "unsupported DSN scheme 'mysql'"),
         ("db.example.com", "not a postgresql:// URL or key=value"),
+        ("u:hunter2pw@db.example.com://x", "not a postgresql:// URL or key=value"),
         ("host=h password='hunter2pw", "unterminated quoted value"),
         ("host=h hunter2pw", "expected keyword=value"),
         ("host=h sslmode=require password=hunter2pw", "unsupported DSN parameter 'sslmode'"),
