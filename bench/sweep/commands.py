@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.results import LOCUST_CSV_PREFIX
 from bench.scenario_env import ScenarioEnv
 from bench.spec import Point, SweepSpec
-from bench.sweep.pg import DSN_ENV
+from bench.sweep.pg import DSN_ENV, free_port
 from sample_app.config import settings_env
 
 DEFAULT_ORDERS_PER_USER = 3
@@ -88,14 +88,22 @@ def scenario_env(point: Point, spec: SweepSpec, out_dir: Path | None) -> Scenari
 
 
 def locust_argv(point: Point, url: str, run_dir: Path, workers: int) -> list[str]:
-    """Headless Locust for one point, writing its CSV files into the run directory."""
+    """Headless Locust for one point, writing its CSV files into the run directory.
+
+    With workers > 1 the master listens on a loopback port free at the time of the call.
+    """
     argv = [sys.executable, "-m", "locust", "-f", f"scenarios/{point.scenario}.py"]
     argv += ["--headless", "-u", str(point.users), "-r", f"{point.spawn_rate:g}"]
     argv += ["-t", f"{run_time_s(point)}s", "--host", url]
     argv += ["--csv", str(run_dir / LOCUST_CSV_PREFIX), "--csv-full-history"]
     argv += ["--only-summary", "--exit-code-on-error", "0", "--loglevel", "WARNING"]
     if workers > 1:
+        # --processes makes this Locust a master that forks workers connecting to
+        # --master-host:--master-port; Locust's own default binds every interface at 5557.
+        port = str(free_port())
         argv += ["--processes", str(workers)]
+        argv += ["--master-bind-host", DEFAULT_MASTER_BIND_HOST, "--master-bind-port", port]
+        argv += ["--master-host", DEFAULT_MASTER_BIND_HOST, "--master-port", port]
     return argv
 
 

@@ -1,0 +1,103 @@
+"""What a sweep exposes: no listener beyond loopback."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.results import LOCUST_CSV_PREFIX
+from bench.specfile import load_spec
+from bench.sweep import commands
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = ROOT / "bench/specs/quick.toml"
+LOCUST_DEFAULT_MASTER_PORT = 5557
+WILDCARDS = {"0.0.0.0", "::", ""}
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    """A tiny HTTP server on loopback answering `{}` to every GET."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) every process of a tree listens on, now."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return set()
+    found = set()
+    for proc in procs:
+        try:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_locust_processes_master_listens_on_loopback_only(tmp_path: Path, target: str) -> None:
+    spec = load_spec(
+        QUICK,
+        {
+            "open_model_rps": 0,
+            "grid.pool_size": [1],
+            "grid.users": [2],
+            "timing.warmup_s": 1,
+            "timing.duration_s": 2,
+            "timing.repetitions": 1,
+        },
+    )
+    (point,) = spec.points()
+    argv = commands.locust_argv(point, target, tmp_path, 2)
+    env = commands.python_env(commands.scenario_env(point, spec, tmp_path).to_env())
+    listening: set[tuple[str, int]] = set()
+    with subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as locust:
+        deadline = time.monotonic() + 60
+        while locust.poll() is None and time.monotonic() < deadline:
+            listening |= _listening(locust.pid)
+            time.sleep(0.1)
+        if locust.poll() is None:
+            locust.kill()
+        _, stderr = locust.communicate(timeout=30)
+    assert locust.returncode == 0, stderr[-2000:]
+    assert listening, "the master never listened (did --processes start workers?)"
+    assert all(ip not in WILDCARDS for ip, _ in listening), listening
+    assert all(ip == "127.0.0.1" for ip, _ in listening), listening
+    assert all(port != LOCUST_DEFAULT_MASTER_PORT for _, port in listening), listening
+    # The forked workers found the master: they ran the users, whose requests it counted.
+    with open(tmp_path / f"{LOCUST_CSV_PREFIX}_stats.csv", newline="") as fh:
+        (total,) = [row for row in csv.DictReader(fh) if row["Name"] == "Aggregated"]
+    assert int(total["Request Count"]) > 0, total
