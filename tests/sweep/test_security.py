@@ -1,8 +1,10 @@
-"""What a sweep exposes: no listener beyond loopback."""
+"""What a sweep exposes: no listener beyond loopback, and no DSN password in any output file."""
 
 from __future__ import annotations
 
 import csv
+import os
+import re
 import subprocess
 import threading
 import time
@@ -14,13 +16,21 @@ import psutil
 import pytest
 
 from bench.results import LOCUST_CSV_PREFIX
+from bench.secrets import dsn_password, password_spellings
 from bench.specfile import load_spec
 from bench.sweep import commands
+from bench.sweep.pg import PostgresServer
+from tests.sweep.test_sweep import TINY_ONE, only_dir, read_rows, sweep_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "bench/specs/quick.toml"
 LOCUST_DEFAULT_MASTER_PORT = 5557
 WILDCARDS = {"0.0.0.0", "::", ""}
+ONE_SHORT_RUN = [arg for arg in TINY_ONE if arg != "--no-report"]  # the report is checked too
+NEEDS_PARSE_DSN = (
+    "needs CLI wiring: the sweep command must pass --dsn through bench.sweep.pg.parse_dsn "
+    "(asyncpg.connect reads no key=value DSN) and call check_database before starting"
+)
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -101,3 +111,65 @@ def test_locust_processes_master_listens_on_loopback_only(tmp_path: Path, target
     with open(tmp_path / f"{LOCUST_CSV_PREFIX}_stats.csv", newline="") as fh:
         (total,) = [row for row in csv.DictReader(fh) if row["Name"] == "Aggregated"]
     assert int(total["Request Count"]) > 0, total
+
+
+@pytest.fixture(scope="module")
+def external() -> Iterator[PostgresServer]:
+    """The "external" database: a managed cluster, so its generated password is known."""
+    server = PostgresServer(max_connections=50).start()
+    yield server
+    server.stop()
+
+
+def _external_dsn(server: PostgresServer, form: str) -> str:
+    password = dsn_password(server.dsn)
+    where = f"127.0.0.1:{server.port}/poolbench"
+    return {
+        "url-userinfo": server.dsn,
+        "url-query": f"postgresql://postgres@{where}?password={password}",
+        "key-value": f"host=127.0.0.1 port={server.port} user=postgres password={password} "
+        "dbname=poolbench",
+    }[form]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "form",
+    [
+        "url-userinfo",
+        "url-query",
+        pytest.param("key-value", marks=pytest.mark.xfail(reason=NEEDS_PARSE_DSN, strict=True)),
+    ],
+)
+def test_external_dsn_password_reaches_no_output_file(
+    external: PostgresServer, form: str, tmp_path: Path
+) -> None:
+    dsn = _external_dsn(external, form)
+    password = dsn_password(dsn)
+    assert password and len(password) >= 20
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_DATABASE_URL"}
+    result = subprocess.run(
+        sweep_argv(str(QUICK), "--out", str(tmp_path), "--dsn", dsn, *ONE_SHORT_RUN),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    # The report goes to the checkout's reports/ directory: checked, then removed.
+    reports = [ROOT / m for m in re.findall(r"^report: (\S+\.html)$", result.stdout, re.M)]
+    try:
+        assert result.returncode == 0, result.stderr[-2000:]
+        sweep_dir = only_dir(tmp_path)
+        (row,) = read_rows(sweep_dir)[1]
+        assert int(row["requests"]) > 0 and int(row["pg_xact_commit"]) > 0, row
+        files = [path for path in tmp_path.rglob("*") if path.is_file()] + reports
+        assert len(reports) == 1 and reports[0].is_file(), result.stdout[-2000:]
+        assert any(path.name == "run.json" for path in files), files
+        spellings = [spelling.encode() for spelling in password_spellings(dsn)]
+        leaks = [path for path in files if any(s in path.read_bytes() for s in spellings)]
+        assert not leaks, f"the password is in {leaks}"
+        assert password not in result.stdout + result.stderr
+    finally:
+        for report in reports:
+            report.unlink(missing_ok=True)
