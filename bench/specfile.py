@@ -5,7 +5,9 @@ Any problem is one UsageError line that names the file and the field.
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +38,13 @@ from bench.spec import (
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Upper bounds keep a typo (or `inf`) from starting Postgres and failing an hour later.
+MAX_SECONDS = 86_400.0  # one run's warm-up, window or think time: a day
+MAX_MS = 600_000.0  # a latency, an objective: ten minutes
+MAX_RATE = 100_000.0  # arrivals or spawns per second
+MAX_COUNT = 1_000_000  # users, pool sizes, connections, queries
+MAX_REPETITIONS = 1_000
+MAX_POINTS = 10_000  # runs in one sweep: weeks of measurement already
 _ENDPOINT = re.compile(r"^\S+ \S.*$")  # Locust's request_type and name: `POST /orders`
 
 
@@ -53,18 +62,27 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _int(value: object, where: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise _Invalid(where, f"must be an integer >= {minimum}")
+def _is_int(value: object, minimum: int, maximum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
+
+
+def _int(value: object, where: str, minimum: int, maximum: int = MAX_COUNT) -> int:
+    if not _is_int(value, minimum, maximum):
+        raise _Invalid(where, f"must be an integer from {minimum} to {maximum:,}")
+    assert isinstance(value, int)
     return value
 
 
-def _num(value: object, where: str, minimum: float, *, strict: bool = False) -> float:
+def _num(
+    value: object, where: str, minimum: float, maximum: float, *, strict: bool = False
+) -> float:
     if _is_number(value):
         number = float(value)
-        if number > minimum or (number == minimum and not strict):
+        above = number > minimum or (number == minimum and not strict)
+        if above and number <= maximum and math.isfinite(number):
             return number
-    raise _Invalid(where, f"must be a number {'>' if strict else '>='} {minimum:g}")
+    low = f"{'>' if strict else '>='} {minimum:g}"
+    raise _Invalid(where, f"must be a finite number {low} and <= {maximum:,g}")
 
 
 def _str(value: object, where: str) -> str:
@@ -77,18 +95,20 @@ def _int_list(value: object, where: str, minimum: int) -> tuple[int, ...]:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise _Invalid(where, "must not be empty (give at least one value)")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
-        raise _Invalid(where, f"must be a list of integers >= {minimum}")
+    if not all(_is_int(v, minimum, MAX_COUNT) for v in values):
+        raise _Invalid(where, f"must be a list of integers from {minimum} to {MAX_COUNT:,}")
     return tuple(values)
 
 
-def _num_list(value: object, where: str, minimum: float) -> tuple[float, ...]:
+def _num_list(value: object, where: str, minimum: float, maximum: float) -> tuple[float, ...]:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise _Invalid(where, "must not be empty (give at least one value)")
     numbers = [float(v) for v in values if _is_number(v)]
-    if len(numbers) != len(values) or min(numbers) < minimum:
-        raise _Invalid(where, f"must be a list of numbers >= {minimum:g}")
+    if len(numbers) != len(values) or not all(
+        minimum <= n <= maximum and math.isfinite(n) for n in numbers
+    ):
+        raise _Invalid(where, f"must be a list of finite numbers from {minimum:g} to {maximum:,g}")
     return tuple(numbers)
 
 
@@ -120,6 +140,7 @@ _GRID_INT_MINIMUMS = {
     "queries_per_request": 1,
     "fanout_calls": 1,
 }
+_GRID_NUM_MAXIMUMS = {"sim_latency_ms": MAX_MS, "think_time_s": MAX_SECONDS}
 
 
 def _grid(raw: dict[str, Any], workload_raw: Mapping[str, Any]) -> Grid:
@@ -131,17 +152,17 @@ def _grid(raw: dict[str, Any], workload_raw: Mapping[str, Any]) -> Grid:
         if key in _GRID_INT_MINIMUMS:
             values[key] = _int_list(value, f"grid.{key}", _GRID_INT_MINIMUMS[key])
         else:
-            values[key] = _num_list(value, f"grid.{key}", 0)
+            values[key] = _num_list(value, f"grid.{key}", 0, _GRID_NUM_MAXIMUMS[key])
     return Grid(**values)
 
 
 def _workload(raw: dict[str, Any]) -> Workload:
     _reject_unknown(raw, _names(Workload), "workload.")
     checks: dict[str, Any] = {
-        "sim_latency_ms": lambda v, w: _num(v, w, 0),
-        "think_time_s": lambda v, w: _num(v, w, 0),
+        "sim_latency_ms": lambda v, w: _num(v, w, 0, MAX_MS),
+        "think_time_s": lambda v, w: _num(v, w, 0, MAX_SECONDS),
         "fanout_calls": lambda v, w: _int(v, w, 1),
-        "downstream_latency_ms": lambda v, w: _num(v, w, 0),
+        "downstream_latency_ms": lambda v, w: _num(v, w, 0, MAX_MS),
         "seed_users": lambda v, w: _int(v, w, 1),
     }
     return Workload(**{k: checks[k](v, f"workload.{k}") for k, v in raw.items()})
@@ -150,10 +171,10 @@ def _workload(raw: dict[str, Any]) -> Workload:
 def _timing(raw: dict[str, Any]) -> Timing:
     _reject_unknown(raw, _names(Timing), "timing.")
     checks: dict[str, Any] = {
-        "repetitions": lambda v, w: _int(v, w, 1),
-        "warmup_s": lambda v, w: _num(v, w, 0),
-        "duration_s": lambda v, w: _num(v, w, 0, strict=True),
-        "spawn_rate": lambda v, w: _num(v, w, 0, strict=True),
+        "repetitions": lambda v, w: _int(v, w, 1, MAX_REPETITIONS),
+        "warmup_s": lambda v, w: _num(v, w, 0, MAX_SECONDS),
+        "duration_s": lambda v, w: _num(v, w, 0, MAX_SECONDS, strict=True),
+        "spawn_rate": lambda v, w: _num(v, w, 0, MAX_RATE, strict=True),
     }
     return Timing(**{k: checks[k](v, f"timing.{k}") for k, v in raw.items()})
 
@@ -162,12 +183,9 @@ def _objectives(raw: Mapping[str, Any], prefix: str) -> dict[str, float]:
     """The p95_ms and max_error_rate of an SLO table, checked."""
     values: dict[str, float] = {}
     if "p95_ms" in raw:
-        values["p95_ms"] = _num(raw["p95_ms"], f"{prefix}p95_ms", 0, strict=True)
+        values["p95_ms"] = _num(raw["p95_ms"], f"{prefix}p95_ms", 0, MAX_MS, strict=True)
     if "max_error_rate" in raw:
-        rate = _num(raw["max_error_rate"], f"{prefix}max_error_rate", 0)
-        if rate > 1:
-            raise _Invalid(f"{prefix}max_error_rate", "must be a fraction between 0 and 1")
-        values["max_error_rate"] = rate
+        values["max_error_rate"] = _num(raw["max_error_rate"], f"{prefix}max_error_rate", 0, 1)
     return values
 
 
@@ -290,12 +308,13 @@ def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> S
     if "scenario" not in raw:
         raise _Invalid("scenario", "missing (the name of a file in scenarios/, e.g. single_query)")
     scenario = _str(raw["scenario"], "scenario")
-    exists = (SCENARIOS_DIR / f"{scenario}.py").is_file() or not check_files
-    if not _NAME.match(scenario) or not exists:
-        known = sorted(
-            p.stem for p in SCENARIOS_DIR.glob("*.py") if p.stem not in {"common", "shapes"}
+    if not _NAME.match(scenario) or (check_files and not defines_user(SCENARIOS_DIR, scenario)):
+        known = sorted(p.stem for p in SCENARIOS_DIR.glob("*.py") if defines_user(p.parent, p.stem))
+        raise _Invalid(
+            "scenario",
+            f"scenarios/{scenario}.py is not a scenario: no such file, or it defines no "
+            f"Locust user class (known: {', '.join(known)})",
         )
-        raise _Invalid("scenario", f"no file scenarios/{scenario}.py (known: {', '.join(known)})")
     shape = raw.get("shape", DEFAULT_SHAPE)
     if shape not in SHAPES:
         raise _Invalid("shape", f"must be one of {', '.join(SHAPES)}")
@@ -304,7 +323,8 @@ def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> S
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise _Invalid("description", "must be a string")
-    open_model_rps = _num(raw.get("open_model_rps", DEFAULT_OPEN_MODEL_RPS), "open_model_rps", 0)
+    rps = raw.get("open_model_rps", DEFAULT_OPEN_MODEL_RPS)
+    open_model_rps = _num(rps, "open_model_rps", 0, MAX_RATE)
     kind = _kind(raw.get("kind"), open_model_rps)
     capacity_users = raw.get("capacity_users")
     spec = SweepSpec(
@@ -330,9 +350,47 @@ def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> S
         target=_target(target_raw),
         app_env=_app_env(_table(raw, "app_env")),
     )
+    runs = math.prod(len(values) or 1 for values in vars(spec.grid).values())
+    runs *= spec.timing.repetitions * (2 if kind == "both" else 1)
+    if runs > MAX_POINTS:
+        raise _Invalid("grid", f"{runs:,} runs (grid x repetitions); at most {MAX_POINTS:,}")
     if spec.target is not None:
         _check_placeholders(spec.target.restart_cmd, spec.points()[0])
     return spec
+
+
+def defines_user(directory: Path, scenario: str) -> bool:
+    """Whether `directory/<scenario>.py` defines a concrete Locust user class (read, not run).
+
+    Importing a locustfile would monkeypatch this process with gevent, so the check is on the
+    syntax tree: a top-level class deriving from a `...User` class without `abstract = True`.
+    """
+    try:
+        tree = ast.parse((directory / f"{scenario}.py").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return False
+    return any(
+        isinstance(node, ast.ClassDef)
+        and any(_base_name(base).endswith("User") for base in node.bases)
+        and not _is_abstract(node)
+        for node in tree.body
+    )
+
+
+def _base_name(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def _is_abstract(node: ast.ClassDef) -> bool:
+    return any(
+        isinstance(stmt, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "abstract" for t in stmt.targets)
+        and isinstance(stmt.value, ast.Constant)
+        and stmt.value.value is True
+        for stmt in node.body
+    )
 
 
 def _check_placeholders(restart_cmd: str, point: Point) -> None:

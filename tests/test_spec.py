@@ -12,6 +12,7 @@ import pytest
 from bench.errors import UsageError
 from bench.spec import DEFAULT_SEED_USERS, SweepSpec
 from bench.specfile import (
+    defines_user,
     load_spec,
     parse_override,
     spec_from_dict,
@@ -158,7 +159,7 @@ DB_POOL_PRE_PING = false
         ),
         ('scenario = "single_query"\n[grid]\npools = [1]\n', "grid.pools: unknown key"),
         ('scenario = "single_query"\ncolour = 1\n', "colour: unknown key"),
-        ('scenario = "nope"\n', "scenario: no file scenarios/nope.py"),
+        ('scenario = "nope"\n', "scenario: scenarios/nope.py is not a scenario"),
         ("[grid]\npool_size = [1]\n", "scenario: missing"),
         ('scenario = "single_query"\nshape = "zigzag"\n', "shape: must be one of"),
         ('scenario = "single_query"\n[timing]\nduration_s = 0\n', "timing.duration_s: must be"),
@@ -199,10 +200,29 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "grid.pool_size=[0, 2]"], "grid.pool_size: must be a list of integers >= 1"),
+        (["--set", "grid.pool_size=[0, 2]"], "grid.pool_size: must be a list of integers from 1"),
         (["--set", "grid.bogus=1"], "grid.bogus: unknown key"),
-        (["--set", "scenario=missing_scenario"], "scenario: no file scenarios/missing_scenario.py"),
+        (["--set", "scenario=missing_scenario"], "scenarios/missing_scenario.py is not a scenario"),
         (["--set", "grid.users=[]"], "grid.users: must not be empty"),
+        # Each of these once passed validation and failed after Postgres had started.
+        (["--set", "timing.duration_s=inf"], "timing.duration_s: must be a finite number"),
+        (["--set", "timing.warmup_s=inf"], "timing.warmup_s: must be a finite number"),
+        (["--set", "timing.warmup_s=1e9"], "timing.warmup_s: must be a finite number"),
+        (["--set", "timing.duration_s=1e9"], "timing.duration_s: must be a finite number"),
+        (["--set", "open_model_rps=inf"], "open_model_rps: must be a finite number"),
+        (["--set", "open_model_rps=nan"], "open_model_rps: must be a finite number"),
+        (["--set", "scenario=shapes"], "scenarios/shapes.py is not a scenario"),
+        (["--set", "scenario=common"], "scenarios/common.py is not a scenario"),
+        (["--set", "timing.repetitions=1000000"], "timing.repetitions: must be an integer"),
+        (
+            [
+                "--set",
+                "grid.users=[1,2,3,4,5,6,7,8,9,10,11,12]",
+                "--set",
+                "timing.repetitions=1000",
+            ],
+            "runs (grid x repetitions); at most",
+        ),
     ],
 )
 def test_cli_prints_one_line_and_exits_2(args: list[str], message: str) -> None:
@@ -254,10 +274,29 @@ def test_kind_follows_the_load_model_and_both_runs_two_experiments(tmp_path: Pat
         ('kind = "slo"\n', "kind: slo needs open_model_rps > 0"),
         ('kind = "capacity"\nopen_model_rps = 3\n', "kind: capacity is a closed loop"),
         ('kind = "soak"\n', "kind: must be one of slo, capacity, both"),
-        ("capacity_users = 0\n", "capacity_users: must be an integer >= 1"),
+        ("capacity_users = 0\n", "capacity_users: must be an integer from 1"),
     ],
 )
 def test_invalid_kinds_name_the_field(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, 'scenario = "single_query"\n' + text)
     with pytest.raises(UsageError, match=message):
         load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "is_scenario"),
+    [
+        ("from locust import HttpUser\nclass U(HttpUser):\n    pass\n", True),
+        ("import locust\nclass U(locust.FastHttpUser):\n    pass\n", True),
+        ("from locust import HttpUser\nclass U(HttpUser):\n    abstract = True\n", False),
+        ("from locust import LoadTestShape\nclass S(LoadTestShape):\n    pass\n", False),
+        ("def helper():\n    return 1\n", False),
+        ("class U(HttpUser:\n", False),  # not valid Python
+    ],
+)
+def test_a_scenario_must_define_a_concrete_user_class(
+    tmp_path: Path, source: str, is_scenario: bool
+) -> None:
+    (tmp_path / "candidate.py").write_text(source)
+    assert defines_user(tmp_path, "candidate") is is_scenario
+    assert defines_user(tmp_path, "absent") is False
