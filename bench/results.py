@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ MANIFEST_FILE = "manifest.json"
 RUNS_CSV_FILE = "runs.csv"
 RUNS_DIR = "runs"
 LOGS_DIR = "logs"
+FAILED_DIR = "failed"  # under logs/: the files of runs that failed, kept for a post-mortem
 RUN_FILE = "run.json"
 TELEMETRY_FILE = "telemetry.json"
 TIMESERIES_FILE = "timeseries.csv"
@@ -172,6 +174,44 @@ def read_manifest(sweep_dir: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a JSON object")
     return data
+
+
+def sweep_ending(manifest: Mapping[str, Any]) -> str | None:
+    """How a sweep that did not finish ended, in words, from its manifest; None if it finished.
+
+    A manifest still saying `running` whose process is gone (SIGKILL, a crash, a reboot) was
+    cut off; one whose process is alive is still running.
+    """
+    status = manifest.get("status")
+    failed = manifest.get("failed_runs") or [{}]
+    if status in (None, "finished"):
+        return None
+    if status == "failed":
+        last = failed[-1]
+        return f"stopped when run {last.get('run_id', '?')} failed: {last.get('error', '?')}"
+    if status == "interrupted":
+        return "was interrupted (Ctrl-C or SIGTERM)"
+    if status == "running":
+        if still_running(manifest):
+            return f"is still running (pid {manifest['runner']['pid']})"
+        return "was cut off: its manifest still says running but the process that ran it is gone"
+    return f"ended with status {status!r}"
+
+
+def still_running(manifest: Mapping[str, Any]) -> bool:
+    """Whether the process that wrote a `running` manifest is alive on this host."""
+    runner = manifest.get("runner")
+    if manifest.get("status") != "running" or not isinstance(runner, dict):
+        return False
+    if runner.get("host") != socket.gethostname():
+        return False
+    import psutil  # here, not at the top: Locust processes import this module
+
+    try:
+        process = psutil.Process(int(runner["pid"]))
+        return abs(process.create_time() - float(runner["process_started"])) < 1.0
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
 
 
 def finished_runs(sweep_dir: Path) -> dict[str, dict[str, Any]]:

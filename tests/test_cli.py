@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from bench.specfile import spec_from_dict
+from bench.sweep.metadata import manifest
+from bench.sweep.sweepdir import SweepDir
 from tests.conftest import ROOT
 
 
@@ -41,3 +46,55 @@ def test_bad_command_line_is_one_error_line(args: list[str], needle: str) -> Non
 def test_help_exits_zero(args: list[str]) -> None:
     out = poolbench(*args)
     assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def resumable(root: Path) -> Path:
+    """A sweep directory with one finished run of two (no processes)."""
+    spec = spec_from_dict(
+        {"scenario": "single_query", "grid": {"pool_size": [2, 4]}}, source="cli.toml"
+    )
+    sweep = SweepDir(root, spec.points(), manifest(spec, "cli.toml", None, 1, None))
+    sweep.open(resume=False)
+    point = spec.points()[0]
+    record = {"run_id": point.run_id, "point": point.as_dict(), "figures": {"rps": 1.0}}
+    sweep.commit_run(sweep.new_run(point), record, [])
+    sweep.close("interrupted")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda d: (d / "manifest.json").write_text("{torn"), "manifest.json: not valid JSON"),
+        (lambda d: (d / "manifest.json").write_text('{"status": "x"}'), "holds no spec"),
+        (lambda d: (d / "manifest.json").unlink(), "no manifest.json"),
+    ],
+)
+def test_resume_of_a_damaged_sweep_is_one_error_line(
+    tmp_path: Path, damage: Callable[[Path], object], needle: str
+) -> None:
+    damage(resumable(tmp_path))
+    out = poolbench("sweep", "--resume", str(tmp_path))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --resume {tmp_path}: "), out.stderr
+    assert needle in lines[0]
+
+
+def test_resume_refuses_options_that_change_the_sweep(tmp_path: Path) -> None:
+    sweep_dir = resumable(tmp_path)
+    before = {p.name: p.read_bytes() for p in sweep_dir.iterdir() if p.is_file()}
+    out = poolbench("sweep", "--resume", str(sweep_dir), "--set", "grid.pool_size=[8]")
+    assert out.returncode == 2
+    assert "change grid.pool_size of the sweep being resumed" in out.stderr
+    assert {p.name: p.read_bytes() for p in sweep_dir.iterdir() if p.is_file()} == before
+    out = poolbench("sweep", "--resume", str(sweep_dir), "--duration", "99")
+    assert out.returncode == 2 and "change timing.duration_s" in out.stderr
+
+
+def test_out_pointing_at_a_file_is_one_error_line(tmp_path: Path) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("not a directory")
+    out = poolbench("sweep", "bench/specs/quick.toml", "--out", str(target))
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: --out {target}: not a directory"

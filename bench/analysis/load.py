@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,10 @@ from bench.results import (
     RUNS_CSV_FILE,
     RUNS_DIR,
     STRING_COLUMNS,
+    csv_row,
+    finished_runs,
     read_manifest,
+    sweep_ending,
 )
 from bench.secrets import scrub_tree
 from bench.spec import Fleet, Slo, SweepSpec
@@ -118,9 +123,10 @@ def load_sweep(path: Path | str) -> Sweep:
     raise UsageError(f"{path}: no such sweep directory or Locust CSV prefix")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, text: str | None = None) -> pd.DataFrame:
+    """Read a CSV file, or `text` standing in for it; a problem is one UsageError line."""
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path if text is None else io.StringIO(text))
     except pd.errors.EmptyDataError:
         raise UsageError(f"{path}: empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -133,22 +139,32 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _load_results_dir(root: Path) -> Sweep:
     runs_csv = root / RUNS_CSV_FILE
-    frame = _read_csv(runs_csv)
+    problems: list[str] = []
+    frame = _read_csv(runs_csv, _checked_rows(root, problems))
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise UsageError(f"{runs_csv}: missing required columns: {', '.join(missing)}")
     if frame.empty:
-        raise UsageError(f"{runs_csv}: no runs")
+        raise UsageError(f"{runs_csv}: no runs" + (f" ({problems[0]})" if problems else ""))
     runs = _normalise(frame, runs_csv)
     # Secrets never leave here: everything downstream sees the scrubbed copy.
-    manifest: dict[str, Any] = scrub_tree(read_manifest(root) or {})
+    manifest: dict[str, Any] = {}
+    try:
+        manifest = scrub_tree(read_manifest(root) or {})
+    except UsageError as exc:
+        problems.append(f"the manifest is unreadable, SLO and fleet unknown: {exc}")
     spec: SweepSpec | None = None
-    problems: list[str] = []
     if manifest:
         try:
             spec = spec_from_manifest(manifest, str(root / MANIFEST_FILE))
         except UsageError as exc:
             problems.append(f"the manifest's spec is unreadable, SLO and fleet unknown: {exc}")
+        if ending := sweep_ending(manifest):
+            planned = manifest.get("points", "?")
+            problems.append(
+                f"the sweep {ending}; {len(runs)} of {planned} runs finished and only they are "
+                "analysed (poolbench sweep --resume finishes it)"
+            )
     history = {
         run_id: p
         for run_id in runs["run_id"]
@@ -165,6 +181,52 @@ def _load_results_dir(root: Path) -> Sweep:
         problems=problems,
         endpoints=endpoints,
     )
+
+
+def _checked_rows(root: Path, problems: list[str]) -> str:
+    """runs.csv's text with torn rows dropped, checked against the run directories.
+
+    run.json is the truth: a row whose run has a run.json is rebuilt from it, a run missing
+    from runs.csv is added back, and a row naming no finished run is dropped. Without run.json
+    files (hand-made tables) a row is kept only if it is whole. Each repair is a problem.
+    """
+    path = root / RUNS_CSV_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: cannot parse CSV ({exc})") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        raise UsageError(f"{path}: empty file")
+    header = next(csv.reader(lines[:1]))
+    rows: dict[str, list[str]] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        cells = next(csv.reader([line]), [])
+        run_id = cells[0] if cells else ""
+        if not line.endswith("\n") or len(cells) != len(header):
+            problems.append(f"{path.name} line {number} ({run_id or 'blank'}) is torn: skipped")
+        elif run_id:
+            rows[run_id] = cells
+    records = finished_runs(root)
+    out = io.StringIO()
+    if not records:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(rows.values())
+        return out.getvalue()
+    for run_id in rows.keys() - records.keys():
+        problems.append(f"{path.name} names run {run_id}, which has no finished run: skipped")
+    for run_id in records.keys() - rows.keys():
+        problems.append(f"{path.name} lacks run {run_id}: rebuilt from its run.json")
+    order = [r for r in rows if r in records] + sorted(records.keys() - rows.keys())
+    dict_writer = csv.DictWriter(out, fieldnames=list(RUNS_CSV_COLUMNS))
+    dict_writer.writeheader()
+    for run_id in order:
+        record = records[run_id]
+        dict_writer.writerow(csv_row(record.get("point", {}), record["figures"]))
+    return out.getvalue()
 
 
 def _load_endpoints(path: Path, problems: list[str]) -> pd.DataFrame:

@@ -94,6 +94,8 @@ class ConsoleListener(SweepListener):
     def started(self, sweep: SweepDir, todo: list[Point]) -> None:
         self.sweep = sweep
         done = len(sweep.points) - len(todo)
+        if sweep.previous_ending:
+            self.progress.console.print(f"resume: the sweep {sweep.previous_ending}")
         if done:
             self.progress.console.print(
                 f"resume: {done} of {len(sweep.points)} runs already finished"
@@ -120,26 +122,46 @@ class ConsoleListener(SweepListener):
 def _resolve(
     spec_path: Path | None, resume: Path | None, overrides: dict[str, Any]
 ) -> tuple[SweepSpec, str]:
-    if resume is not None:
-        manifest_path = resume / MANIFEST_FILE
-        manifest = read_manifest(resume)
-        if manifest is None:
-            raise UsageError(f"--resume {resume}: no {MANIFEST_FILE} (not a sweep directory)")
-        stored = spec_from_dict(manifest["spec"], source=str(manifest_path))
+    if resume is None:
         if spec_path is None:
-            return spec_from_dict(
-                manifest["spec"], source=str(manifest_path), overrides=overrides
-            ), str(manifest.get("spec_path", manifest_path))
-        spec = load_spec(spec_path, overrides)
-        if spec != stored:
-            raise UsageError(
-                f"--resume {resume}: {spec_path} (with options) differs from the spec in "
-                f"{MANIFEST_FILE}; resume without SPEC to reuse the stored one"
-            )
-        return spec, str(spec_path)
+            raise UsageError("give a SPEC file (e.g. bench/specs/quick.toml) or --resume DIR")
+        return load_spec(spec_path, overrides), str(spec_path)
+    manifest_path = resume / MANIFEST_FILE
+    try:
+        manifest = read_manifest(resume)
+    except UsageError as exc:
+        raise UsageError(f"--resume {resume}: {exc}") from None
+    if manifest is None:
+        raise UsageError(f"--resume {resume}: no {MANIFEST_FILE} (not a sweep directory)")
+    raw = manifest.get("spec")
+    if not isinstance(raw, dict):
+        raise UsageError(f"--resume {resume}: {MANIFEST_FILE} holds no spec; start a new sweep")
+    stored = spec_from_dict(raw, source=str(manifest_path))
     if spec_path is None:
-        raise UsageError("give a SPEC file (e.g. bench/specs/quick.toml) or --resume DIR")
-    return load_spec(spec_path, overrides), str(spec_path)
+        spec = spec_from_dict(raw, source=str(manifest_path), overrides=overrides)
+        source = str(manifest.get("spec_path", manifest_path))
+    else:
+        spec, source = load_spec(spec_path, overrides), str(spec_path)
+    # Finished runs were measured with the stored spec: a resumed sweep must keep it.
+    if changed := _changed_fields(stored.to_dict(), spec.to_dict()):
+        given = f"{spec_path} (with options)" if spec_path else "the options"
+        raise UsageError(
+            f"--resume {resume}: {given} change {', '.join(changed)} of the sweep being "
+            "resumed; start a new sweep instead"
+        )
+    return spec, source
+
+
+def _changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two spec dicts."""
+    changed: list[str] = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
 
 
 def _remote_workers(
@@ -243,6 +265,8 @@ def _sweep(
     if resume is not None:
         sweep_dir = resume
     else:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: not a directory")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         sweep_dir = out / f"{spec.name}-{stamp}"
         if sweep_dir.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import socket
 import subprocess
 import sys
 from dataclasses import asdict
@@ -88,5 +89,11 @@ def manifest(
         "started_at": now(),
         "finished_at": None,
         "status": "running",
+        # Who writes this sweep: a `running` manifest whose process is gone was cut off.
+        "runner": {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "process_started": psutil.Process().create_time(),
+        },
         "points": len(spec.points()),
     }

@@ -66,6 +66,33 @@ def wait_http(url: str, *, child: Child | None, timeout_s: float, what: str) -> 
     raise RunError(f"{what} not healthy after {timeout_s:.0f} s at {url} ({last})")
 
 
+async def _postmaster_started(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return str(await conn.fetchval("SELECT pg_postmaster_start_time()"))
+    finally:
+        await conn.close(timeout=5)
+
+
+def postmaster_started(dsn: str) -> str:
+    """When the server behind dsn started: it changes if Postgres restarted under a run."""
+    return asyncio.run(_postmaster_started(dsn))
+
+
+def database_went_away(dsn: str, started: str, server: PostgresServer | None) -> str | None:
+    """Why the database did not stay up since `started` (a postmaster_started value), or None."""
+    if server is not None and server.process is not None and server.process.poll() is not None:
+        code = server.process.returncode
+        return f"the database went away: its postmaster exited ({code=}): {server.log_tail()}"
+    try:
+        now_started = postmaster_started(dsn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        return f"the database went away: it refuses connections ({type(exc).__name__}: {exc})"
+    if now_started != started:
+        return f"the database went away: it restarted during the run (up since {now_started})"
+    return None
+
+
 async def _count_users(dsn: str) -> int:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
@@ -157,6 +184,11 @@ class Runner:
         self.probe_dsn = dsn
         self.downstream_url: str | None = None
         self.downstream: Child | None = None
+
+    def secret_dsns(self) -> list[str]:
+        """Every DSN whose password must not reach a run's files."""
+        dsns = [self.probe_dsn, self.db.database.dsn if self.db.database else None]
+        return [dsn for dsn in dsns if dsn]
 
     @property
     def locust_processes(self) -> int:
@@ -263,7 +295,10 @@ class Runner:
         raise RunError(f"no window {event} marker from locust after {timeout_s:.0f} s")
 
     def run(self, point: Point, run_dir: Path) -> Measured:
-        """Measure one point into run_dir (a temporary directory the caller renames)."""
+        """Measure one point into run_dir (a temporary directory the caller renames).
+
+        A run whose database or app went away is a RunError that says so, never a result.
+        """
         db: Database | None = None
         app: Child | None = None
         probe: PgProbe | None = None
@@ -274,6 +309,7 @@ class Runner:
         else:
             url = self._restart_target(point, run_dir)
             probe_dsn = self.probe_dsn
+        started = postmaster_started(probe_dsn) if probe_dsn else None
         http = httpx.Client(base_url=url, timeout=10.0)
         locust: Child | None = None
         try:
@@ -296,10 +332,17 @@ class Runner:
             sampler.begin()
             self._wait_marker(run_dir, "end", locust, point.duration_s + DEFAULT_WINDOW_GRACE_S)
             sample = sampler.end()
+            self._check_survived(app, probe_dsn, started)
             telemetry = http.get("/telemetry").json() if telemetry_ok else None
             if self.children.wait(locust, DEFAULT_WINDOW_GRACE_S) is None:
                 self.children.stop(locust)
             locust_code = locust.process.returncode
+        except (RunError, httpx.HTTPError, ValueError) as exc:
+            # A dead database or app explains a failure better than its symptom does.
+            self._check_survived(app, probe_dsn, started)
+            if isinstance(exc, RunError):
+                raise
+            raise RunError(f"the app stopped answering ({type(exc).__name__}: {exc})") from None
         finally:
             http.close()
             if probe is not None:
@@ -311,6 +354,17 @@ class Runner:
         if locust_code not in (0, None, -2):
             raise RunError(f"locust exited with {locust_code}: {locust.log_tail()}")
         return self._figures(point, run_dir, sample, telemetry)
+
+    def _check_survived(
+        self, app: Child | None, probe_dsn: str | None, started: str | None
+    ) -> None:
+        """Raise a RunError naming the cause if the database or the app went away in the run."""
+        if probe_dsn and started is not None:
+            if cause := database_went_away(probe_dsn, started, self.db.server):
+                raise RunError(cause)
+        if app is not None and not app.alive():
+            code = app.process.returncode
+            raise RunError(f"the app exited during the run ({code=}): {app.log_tail()}")
 
     def _figures(
         self,
@@ -410,6 +464,8 @@ def run_sweep(
 ) -> SweepResult:
     """Run every unfinished point of the spec into sweep_dir; Ctrl-C keeps finished points."""
     listener = listener or SweepListener()
+    # Children run in the checkout; every path they are given must not depend on our cwd.
+    sweep_dir = Path(sweep_dir).resolve()
     points = spec.points()
     sweep = SweepDir(sweep_dir, points, manifest(spec, spec_path, dsn, workers, remote))
     sweep.open(resume=resume)
@@ -435,7 +491,12 @@ def run_sweep(
             for index, point in enumerate(todo, start=len(points) - len(todo) + 1):
                 listener.run_started(point)
                 tmp = sweep.new_run(point)
-                measured = runner.run(point, tmp)
+                try:
+                    measured = runner.run(point, tmp)
+                except RunError as exc:
+                    status = "failed"
+                    kept = sweep.fail_run(tmp, point, str(exc), runner.secret_dsns())
+                    raise RunError(f"run {point.run_id} failed: {exc} (its logs: {kept})") from None
                 record = {
                     "format_version": sweep.manifest["format_version"],
                     "run_id": point.run_id,
@@ -444,7 +505,7 @@ def run_sweep(
                     **measured.extra,
                     "finished_at": now(),
                 }
-                sweep.commit_run(tmp, record, dsn)
+                sweep.commit_run(tmp, record, runner.secret_dsns())
                 listener.run_finished(index, len(points), measured)
         status = "finished"
     except PostgresUnavailable as exc:

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UsageError
 from bench.results import (
     ENDPOINTS_CSV_FILE,
+    FAILED_DIR,
     LOGS_DIR,
     MANIFEST_FILE,
     RUN_FILE,
@@ -20,11 +22,13 @@ from bench.results import (
     endpoint_rows,
     finished_runs,
     read_manifest,
+    still_running,
+    sweep_ending,
     write_endpoints_csv,
     write_json,
     write_runs_csv,
 )
-from bench.secrets import redact_files
+from bench.secrets import MASK, dsn_password, redact_files, scrub_secrets
 from bench.spec import Point
 from bench.sweep.metadata import now
 
@@ -43,15 +47,25 @@ class SweepDir:
         self.runs_dir = root / RUNS_DIR
         self.logs = root / LOGS_DIR
         self.runs: dict[str, dict[str, Any]] = {}
+        # How the sweep being resumed ended, when it did not finish (see results.sweep_ending).
+        self.previous_ending: str | None = None
 
     def open(self, *, resume: bool) -> SweepDir:
         """Create the directories, write the manifest, drop half-written runs, load the rest."""
-        for directory in (self.runs_dir, self.logs):
-            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            for directory in (self.runs_dir, self.logs):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{self.root}: cannot create the results directory: {exc}") from None
         previous = read_manifest(self.root) if resume else None
         if previous is not None:
+            if still_running(previous):
+                pid = previous["runner"]["pid"]
+                raise UsageError(f"{self.root}: process {pid} is still sweeping it; stop it first")
+            self.previous_ending = sweep_ending(previous)
             self.manifest["started_at"] = previous.get("started_at", self.manifest["started_at"])
             self.manifest["resumed_at"] = [*previous.get("resumed_at", []), now()]
+            self.manifest["failed_runs"] = previous.get("failed_runs", [])
         write_json(self.root / MANIFEST_FILE, self.manifest)
         for stale in self.runs_dir.glob(".*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)  # a run cut short last time
@@ -69,17 +83,34 @@ class SweepDir:
         tmp.mkdir()
         return tmp
 
-    def commit_run(self, tmp: Path, record: dict[str, Any], dsn: str | None) -> None:
-        """Write run.json, scrub the DSN's password, rename into place, update the tables."""
+    def commit_run(self, tmp: Path, record: dict[str, Any], dsns: list[str]) -> None:
+        """Write run.json, scrub the DSNs' passwords, rename into place, update the tables."""
         run_id = record["run_id"]
         write_json(tmp / RUN_FILE, record)
-        redact_files(tmp, dsn)
+        for dsn in dsns:
+            redact_files(tmp, dsn)
         final = self.runs_dir / run_id
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         self.runs[run_id] = record
         self.write_runs_csv()
         self.write_endpoints_csv()
+
+    def fail_run(self, tmp: Path, point: Point, cause: str, dsns: list[str]) -> Path:
+        """Keep a failed run's files under logs/failed/ and record why in the manifest.
+
+        The run gets no run directory, so the analysis never sees it and `--resume` redoes it.
+        """
+        for dsn in dsns:
+            redact_files(tmp, dsn)
+            if password := dsn_password(dsn):
+                cause = cause.replace(password, MASK)
+        kept = self.logs / FAILED_DIR / f"{point.run_id}-{now().replace(':', '')}"
+        kept.parent.mkdir(exist_ok=True)
+        os.replace(tmp, kept)
+        failure = {"run_id": point.run_id, "error": scrub_secrets(cause), "at": now()}
+        self.manifest["failed_runs"] = [*self.manifest.get("failed_runs", []), failure]
+        return kept
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """runs.csv rows of the finished runs, in point order."""

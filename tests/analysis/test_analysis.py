@@ -81,7 +81,12 @@ def test_manifest_secrets_are_scrubbed_on_load(sweep_dir: Path) -> None:
             ),
             "line 2: rps is not a number",
         ),
-        (lambda d: (d / "runs.csv").write_text('a,b\n1,2,3,4\n5,"6\n'), "cannot parse CSV"),
+        (
+            lambda d: (d / "runs.csv").write_text(
+                "run_id,repetition,pool_size,max_overflow,rps,p95_ms\nx,1,2\n"
+            ),
+            r"no runs \(runs.csv line 2 \(x\) is torn",
+        ),
     ],
 )
 def test_bad_sweep_dirs_are_usage_errors(tmp_path: Path, setup, message: str) -> None:  # type: ignore[no-untyped-def]

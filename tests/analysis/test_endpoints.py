@@ -52,7 +52,7 @@ def write_sweep(root: Path, endpoints: list[dict[str, dict[str, Any]] | None]) -
         }
         if by_endpoint is not None:  # a run recorded before endpoints existed has none
             record["endpoints"] = by_endpoint
-        sweep.commit_run(tmp, record, None)
+        sweep.commit_run(tmp, record, [])
     sweep.close("finished")
     return sweep
 
