@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from bench.specfile import spec_from_dict
 from bench.sweep.metadata import manifest
+from bench.sweep.pg import Database, free_port
 from bench.sweep.sweepdir import SweepDir
 from tests.conftest import ROOT
 
@@ -98,3 +100,37 @@ def test_out_pointing_at_a_file_is_one_error_line(tmp_path: Path) -> None:
     out = poolbench("sweep", "bench/specs/quick.toml", "--out", str(target))
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: --out {target}: not a directory"
+
+
+def dsn_cases(pg: Database) -> dict[str, tuple[str, str]]:
+    url = make_url(pg.dsn)
+    where = f"host={url.host} port={url.port} user={url.username}"
+    return {
+        "wrong password": (url.set(password="wrong").render_as_string(False), "password"),
+        "missing database": (url.set(database="nope").render_as_string(False), "'nope' does not"),
+        "refused port": (url.set(port=free_port()).render_as_string(False), "connection refused"),
+        "key=value, wrong password": (f"{where} password=wrong dbname=x", "password"),
+        "not a DSN": ("mysql://u:wrong@h/db", "DSN"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wrong password",
+        "missing database",
+        "refused port",
+        "key=value, wrong password",
+        "not a DSN",
+    ],
+)
+def test_a_bad_dsn_is_one_error_line_before_anything_starts(
+    pg: Database, tmp_path: Path, case: str
+) -> None:
+    dsn, needle = dsn_cases(pg)[case]
+    out = poolbench("sweep", "bench/specs/quick.toml", "--out", str(tmp_path), "--dsn", dsn)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], out.stderr
+    assert "wrong" not in out.stderr + out.stdout  # the password is never echoed
+    assert not any(tmp_path.iterdir()), "nothing may start before the DSN is checked"

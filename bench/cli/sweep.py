@@ -27,7 +27,7 @@ from bench.results import MANIFEST_FILE, WORKER_SCRIPT, finished_runs, read_mani
 from bench.spec import Point, SweepSpec
 from bench.specfile import load_spec, parse_override, spec_from_dict
 from bench.sweep.commands import DEFAULT_MASTER_BIND_HOST, RemoteWorkers
-from bench.sweep.pg import DSN_ENV, free_port
+from bench.sweep.pg import DSN_ENV, check_database, free_port, parse_dsn
 from bench.sweep.runner import Measured, SweepListener, run_sweep
 from bench.sweep.sweepdir import SweepDir
 
@@ -262,6 +262,9 @@ def _sweep(
     report: bool,
 ) -> None:
     dsn = dsn or os.environ.get(DSN_ENV) or None
+    if dsn:
+        dsn = parse_dsn(dsn)
+        check_database(dsn)  # a wrong password or a missing database, before anything starts
     if resume is not None:
         sweep_dir = resume
     else:

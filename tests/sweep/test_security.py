@@ -27,10 +27,6 @@ QUICK = ROOT / "bench/specs/quick.toml"
 LOCUST_DEFAULT_MASTER_PORT = 5557
 WILDCARDS = {"0.0.0.0", "::", ""}
 ONE_SHORT_RUN = [arg for arg in TINY_ONE if arg != "--no-report"]  # the report is checked too
-NEEDS_PARSE_DSN = (
-    "needs CLI wiring: the sweep command must pass --dsn through bench.sweep.pg.parse_dsn "
-    "(asyncpg.connect reads no key=value DSN) and call check_database before starting"
-)
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -138,7 +134,7 @@ def _external_dsn(server: PostgresServer, form: str) -> str:
     [
         "url-userinfo",
         "url-query",
-        pytest.param("key-value", marks=pytest.mark.xfail(reason=NEEDS_PARSE_DSN, strict=True)),
+        "key-value",
     ],
 )
 def test_external_dsn_password_reaches_no_output_file(
