@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     db_pool_recycle_s: int = Field(default=1800, ge=-1)
     db_pool_pre_ping: bool = True
     db_echo: bool = False
+    # False behind a transaction-pooling PgBouncer (1.18 has no max_prepared_statements): no
+    # statement cache, and unique names for the statements asyncpg still prepares.
+    db_prepared_statements: bool = True
 
     # The direct asyncpg pool, a separate path from SQLAlchemy's pool.
     pg_pool_min_size: NonNegativeInt = 1

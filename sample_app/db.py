@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -242,6 +243,22 @@ def _install_sim_latency(engine: AsyncEngine) -> None:
         return statement, parameters
 
 
+def unique_statement_name() -> str:
+    """A prepared statement name no other transaction on a pooled server connection has used."""
+    return f"__asyncpg_{uuid.uuid4()}__"
+
+
+def _connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg connect arguments: none, or what transaction pooling (PgBouncer) needs."""
+    if settings.db_prepared_statements:
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": unique_statement_name,
+    }
+
+
 def build_engine(settings: Settings, telemetry: PoolTelemetry) -> AsyncEngine:
     """Create the instrumented SQLAlchemy async engine from the pool settings."""
     engine = create_async_engine(
@@ -253,6 +270,7 @@ def build_engine(settings: Settings, telemetry: PoolTelemetry) -> AsyncEngine:
         pool_recycle=settings.db_pool_recycle_s,
         pool_pre_ping=settings.db_pool_pre_ping,
         echo=settings.db_echo,
+        connect_args=_connect_args(settings),
     )
     _instrument_pool_events(engine, telemetry)
     _count_statements(engine)
@@ -398,6 +416,7 @@ async def create_pg_pool(settings: Settings, telemetry: PoolTelemetry) -> PgPool
         max_size=settings.pg_pool_max_size,
         max_inactive_connection_lifetime=settings.pg_pool_max_inactive_s,
         init=_init,
+        statement_cache_size=0 if not settings.db_prepared_statements else 100,
     )
     return PgPool(
         pool,

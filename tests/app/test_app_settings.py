@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from sample_app.config import Settings
 from sample_app.main import settings_error_message
-from tests.app.app_helpers import ROOT
+from tests.app.app_helpers import ROOT, AppRunner
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,17 @@ def test_server_with_bad_env_exits_with_a_readable_message() -> None:
     assert "DB_POOL_SIZE: Input should be greater than or equal to 1 (got '0')" in result.stderr
     assert "HTTP_TIMEOUT_S" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_without_prepared_statements_both_pools_still_serve(run_app: AppRunner) -> None:
+    """DB_PREPARED_STATEMENTS=false (for PgBouncer's transaction pooling) keeps every path up."""
+    async with run_app(db_prepared_statements=False) as (app, client):
+        for path in ("/users/1", "/raw/users/1", "/users/1", "/raw/users/1"):
+            response = await client.get(path)
+            assert response.status_code == 200, (path, response.text)
+        engine = app.state.resources.engine
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            asyncpg_conn = raw.driver_connection
+            assert asyncpg_conn is not None
+            assert asyncpg_conn._stmt_cache.get_max_size() == 0
