@@ -9,6 +9,7 @@ answer a 500 that says nothing about the internals (the traceback goes to the lo
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -84,6 +85,24 @@ def problem_response(
     )
 
 
+def _echoable(value: Any) -> Any:
+    """Return `value` with what JSON text cannot carry spelled out as text.
+
+    A validation error echoes the input it rejected, which may be exactly what was wrong with
+    it: a lone surrogate has no UTF-8 form and NaN or an infinity no JSON form, so rendering
+    the 422 would itself fail as a 500.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_echoable(key): _echoable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_echoable(item) for item in value]
+    return value
+
+
 # Pool exhaustion is usually a burst: a short, fixed back-off lets clients retry soon without
 # stampeding; the header is what makes a load generator or proxy back off at all.
 RETRY_AFTER = {"Retry-After": str(DEFAULT_RETRY_AFTER_S)}
@@ -116,6 +135,9 @@ def unhandled_error_response(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 500, "an unexpected error occurred", kind="internal")
 
 
+_ERROR_KEYS = ("type", "loc", "msg", "input")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Register a problem+json handler for every error the app can answer."""
 
@@ -128,7 +150,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [
-            {key: err[key] for key in ("type", "loc", "msg", "input") if key in err}
+            {key: _echoable(jsonable_encoder(err[key])) for key in _ERROR_KEYS if key in err}
             for err in exc.errors()
         ]
         return problem_response(

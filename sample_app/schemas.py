@@ -8,10 +8,26 @@ because serialising through a response model is already done in Rust by pydantic
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_ITEMS_PER_ORDER = 100
+# Postgres bigint, the type of every id column (models.py): a larger id names no row, and the
+# driver cannot even send it.
+MAX_ID = 2**63 - 1
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text cannot hold NUL: the insert would fail in the driver, as a 500. (An unpaired
+    # surrogate, valid in a JSON escape but not in UTF-8, pydantic's str already rejects.)
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000)")
+    return value
+
+
+# Text a Postgres text or varchar column can store.
+StorableText = Annotated[str, AfterValidator(_no_nul)]
 
 
 class UserOut(BaseModel):
@@ -27,7 +43,10 @@ class UserOut(BaseModel):
 class ItemIn(BaseModel):
     """One line of a new order."""
 
-    sku: str = Field(min_length=1, max_length=32)
+    # An unknown field is a client's mistake (a misspelt name) that would otherwise vanish.
+    model_config = ConfigDict(extra="forbid")
+
+    sku: StorableText = Field(min_length=1, max_length=32)
     quantity: int = Field(ge=1, le=10_000)
     price_cents: int = Field(ge=0, le=100_000_000)
 
@@ -43,7 +62,9 @@ class ItemOut(ItemIn):
 class OrderIn(BaseModel):
     """Body of POST /orders."""
 
-    user_id: int = Field(ge=1)
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int = Field(ge=1, le=MAX_ID)
     items: list[ItemIn] = Field(min_length=1, max_length=MAX_ITEMS_PER_ORDER)
 
 

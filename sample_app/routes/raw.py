@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from sample_app.deps import PgPoolDep
 from sample_app.problems import NotFoundError
-from sample_app.schemas import UserOut
+from sample_app.schemas import MAX_ID, UserOut
 
 router = APIRouter(tags=["raw"])
 
@@ -16,9 +16,7 @@ USER_BY_ID = "select id, name, email from users where id = $1"
 
 
 @router.get("/raw/users/{user_id}")
-async def get_raw_user(
-    user_id: Annotated[int, Path(ge=1, le=2**63 - 1)], pool: PgPoolDep
-) -> UserOut:
+async def get_raw_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], pool: PgPoolDep) -> UserOut:
     """Read one user with asyncpg (SIM_QUERY_LATENCY_MS is folded into the query by the pool)."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(USER_BY_ID, user_id)

@@ -11,11 +11,11 @@ from sample_app.deps import SessionDep
 from sample_app.models import Order, User
 from sample_app.problems import NotFoundError
 from sample_app.repository import Repository
-from sample_app.schemas import UserOut, UserWithOrdersOut
+from sample_app.schemas import MAX_ID, UserOut, UserWithOrdersOut
 
 router = APIRouter(tags=["users"])
 
-UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.get("/users/{user_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -57,6 +58,15 @@ async def test_missing_user_is_a_404_problem(run_app: AppRunner) -> None:
     assert_problem(unknown_route, 404)
 
 
+ITEM = {"sku": "SKU-1", "quantity": 1, "price_cents": 100}
+
+
+def _order_with_sku(escaped: str) -> str:
+    """Return the JSON text of an order of user 1 whose one sku is `escaped`, as written."""
+    order = json.dumps({"user_id": 1, "items": [{**ITEM, "sku": "<sku>"}]})
+    return order.replace("<sku>", escaped)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "loc"),
     [
@@ -67,13 +77,29 @@ async def test_missing_user_is_a_404_problem(run_app: AppRunner) -> None:
         ("GET", "/cpu?work_ms=-1", None, ["query", "work_ms"]),
         ("POST", "/orders", {"user_id": 1, "items": []}, ["body", "items"]),
         ("POST", "/orders", {"user_id": 1}, ["body", "items"]),
+        # Past Postgres bigint, the type of every id column.
+        ("POST", "/orders", {"user_id": 2**63, "items": [ITEM]}, ["body", "user_id"]),
+        ("GET", f"/users/{2**63}", None, ["path", "user_id"]),
+        ("GET", f"/raw/users/{2**63}", None, ["path", "user_id"]),
+        # Text Postgres cannot store: NUL, and a lone surrogate, which has no UTF-8 form (so
+        # the problem that echoes it must escape it). Sent as JSON text: httpx cannot encode it.
+        ("POST", "/orders", _order_with_sku(r"A\u0000B"), ["body", "items", 0, "sku"]),
+        ("POST", "/orders", _order_with_sku(r"\ud800"), ["body", "items", 0, "sku"]),
+        ("POST", "/orders", _order_with_sku("S" * 33), ["body", "items", 0, "sku"]),
+        # Echoed back in the problem, where NaN has no JSON form; an unknown field is refused.
+        ("POST", "/orders", '{"user_id": NaN, "items": []}', ["body", "user_id"]),
+        ("POST", "/orders", {"user_id": 1, "items": [ITEM], "coupon": 5}, ["body", "coupon"]),
     ],
 )
 async def test_invalid_input_is_a_422_problem_with_errors(
     run_app: AppRunner, method: str, path: str, body: object, loc: list[str]
 ) -> None:
     async with run_app() as (_, client):
-        response = await client.request(method, path, json=body)
+        if isinstance(body, str):
+            headers = {"Content-Type": "application/json"}
+            response = await client.request(method, path, content=body, headers=headers)
+        else:
+            response = await client.request(method, path, json=body)
     problem = assert_problem(response, 422)
     assert problem["errors"], problem
     assert problem["errors"][0]["loc"] == loc
