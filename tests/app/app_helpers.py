@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -134,19 +135,27 @@ async def app_process(
     """Run the app in a real uvicorn process with these env vars; yield its base URL."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", target, "--port", str(port)]
-    process = subprocess.Popen(
-        argv + (["--factory"] if factory else []),
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        await asyncio.to_thread(wait_http_ok, f"{url}/health", process)
-        yield url
-    finally:
-        stop_process(process)
+    # The log goes to a file: a pipe nobody reads fills up after 64 KiB of tracebacks, and the
+    # app's event loop then blocks on its next log line.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            argv + (["--factory"] if factory else []),
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            await asyncio.to_thread(wait_http_ok, f"{url}/health", process)
+        except AssertionError as error:
+            stop_process(process)
+            log.seek(0)
+            raise AssertionError(f"{error}\n{log.read().decode(errors='replace')}") from None
+        try:
+            yield url
+        finally:
+            stop_process(process)
 
 
 def keep_alive_client(url: str) -> httpx.AsyncClient:
