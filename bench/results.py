@@ -19,7 +19,9 @@ from typing import Any
 from bench.errors import UsageError
 
 # Bumped when a file below changes incompatibly; written to manifest.json and every run.json.
-FORMAT_VERSION = 1
+# 2: app_workers, pooler and pgbouncer_pool_size are config columns (a reader grouping by the
+# version-1 columns would take a 1-worker and a 2-worker run for repetitions of one config).
+FORMAT_VERSION = 2
 
 # --- file names -------------------------------------------------------------------------------
 MANIFEST_FILE = "manifest.json"
@@ -61,7 +63,8 @@ UNKNOWN_ENDPOINT = "-"
 POINT_COLUMNS = (
     "run_id", "scenario", "repetition", "pool_size", "max_overflow", "http_concurrency_limit",
     "users", "pg_max_size", "pg_max_connections", "queries_per_request", "sim_latency_ms",
-    "think_time_s", "spawn_rate", "duration_s", "experiment", "offered_rps",
+    "think_time_s", "spawn_rate", "duration_s", "experiment", "offered_rps", "app_workers",
+    "pooler", "pgbouncer_pool_size", "app_max_connections",
 )  # fmt: skip
 # Client (Locust), measured window only; in open-model runs latency counts from the intended
 # start, and the load generator's lateness and dropped arrivals are reported.
@@ -80,6 +83,12 @@ TELEMETRY_COLUMNS = (
     "http_waits_holding_connection",
 )  # fmt: skip
 DB_COLUMNS = ("pg_peak_connections", "pg_xact_commit")
+# PgBouncer (pooler = pgbouncer; blank when direct): SHOW POOLS peaks over the window for the
+# benchmark database, and the mean wait per transaction from SHOW STATS.
+PGBOUNCER_COLUMNS = (
+    "pgb_cl_waiting_peak", "pgb_maxwait_ms", "pgb_sv_active_peak", "pgb_clients_peak",
+    "pgb_wait_mean_ms",
+)  # fmt: skip
 # CPU in percent of one core, except host_cpu_pct: percent of the whole host (all cores).
 CPU_COLUMNS = (
     "app_cpu_pct", "locust_cpu_pct", "pg_cpu_pct", "app_peak_rss_mb", "locust_peak_rss_mb",
@@ -87,9 +96,15 @@ CPU_COLUMNS = (
 )  # fmt: skip
 VERDICT_COLUMNS = ("bottleneck",)
 RUNS_CSV_COLUMNS = (
-    POINT_COLUMNS + CLIENT_COLUMNS + TELEMETRY_COLUMNS + DB_COLUMNS + CPU_COLUMNS + VERDICT_COLUMNS
+    POINT_COLUMNS
+    + CLIENT_COLUMNS
+    + TELEMETRY_COLUMNS
+    + DB_COLUMNS
+    + PGBOUNCER_COLUMNS
+    + CPU_COLUMNS
+    + VERDICT_COLUMNS
 )
-STRING_COLUMNS = ("run_id", "scenario", "experiment", "bottleneck")
+STRING_COLUMNS = ("run_id", "scenario", "experiment", "pooler", "bottleneck")
 BOOL_COLUMNS = ("locust_cpu_warning",)
 
 # --- endpoints.csv: one row per run and endpoint, the measured window's figures ------------

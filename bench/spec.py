@@ -51,6 +51,14 @@ DEFAULT_WORKERS_PER_INSTANCE = 1
 DEFAULT_FLEET_MAX_CONNECTIONS = 100
 DEFAULT_RESERVED_CONNECTIONS = 3
 DEFAULT_HEALTH_PATH = "/health"
+DEFAULT_APP_WORKERS = 1
+# How the app reaches Postgres: its own pools straight to the server, or through a PgBouncer in
+# transaction mode whose server pool (default_pool_size) is what Postgres sees.
+DIRECT, PGBOUNCER = "direct", "pgbouncer"
+POOLERS = (DIRECT, PGBOUNCER)
+DEFAULT_POOLER = DIRECT
+DEFAULT_PGBOUNCER_POOL_SIZE = 20  # PgBouncer's own default_pool_size
+DEFAULT_PGBOUNCER_INSTANCES = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +72,11 @@ class Grid:
     pg_max_size: tuple[int, ...] = (DEFAULT_PG_MAX_SIZE,)
     pg_max_connections: tuple[int, ...] = (DEFAULT_PG_MAX_CONNECTIONS,)
     queries_per_request: tuple[int, ...] = (DEFAULT_QUERIES_PER_REQUEST,)
+    # Production shape: uvicorn worker processes, each with its own pools, and the pooler.
+    app_workers: tuple[int, ...] = (DEFAULT_APP_WORKERS,)
+    pooler: tuple[str, ...] = (DEFAULT_POOLER,)
+    # PgBouncer's default_pool_size: an axis of pgbouncer points only (direct points run once).
+    pgbouncer_pool_size: tuple[int, ...] = (DEFAULT_PGBOUNCER_POOL_SIZE,)
     # Extra axes: empty means "the [workload] value".
     sim_latency_ms: tuple[float, ...] = ()
     think_time_s: tuple[float, ...] = ()
@@ -186,23 +199,74 @@ class Slo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Demand:
+    """What one config asks of the database's connection budget.
+
+    Direct, every app process opens its own pools: `pools` per process (both pools, as
+    configured), or more when Postgres saw more in the run (`measured_peak`, the run's
+    pg_peak_connections, over its `app_workers` processes). Through PgBouncer the server side is
+    PgBouncer's pool instead (`pgbouncer_pool_size` per database/user pair, or what Postgres saw),
+    however many app processes connect to it.
+    """
+
+    pools: float
+    app_workers: int = DEFAULT_APP_WORKERS
+    measured_peak: float | None = None
+    pgbouncer_pool_size: float | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> Demand:
+        """The demand of a runs.csv row or aggregated config (older sweeps: direct, 1 worker)."""
+        direct = _number(row.get("pg_max_size"))
+        overflow = _number(row.get("max_overflow"))
+        pools = _number(row.get("pool_size")) + _or_zero(overflow) + _or_zero(direct)
+        workers = _number(row.get("app_workers"))
+        peak = _number(row.get("pg_peak_connections"))
+        pgbouncer = _number(row.get("pgbouncer_pool_size"))
+        return cls(
+            pools=pools,
+            app_workers=int(workers) if workers >= 1 else DEFAULT_APP_WORKERS,
+            measured_peak=None if math.isnan(peak) else peak,
+            pgbouncer_pool_size=pgbouncer
+            if row.get("pooler") == PGBOUNCER and not math.isnan(pgbouncer)
+            else None,
+        )
+
+    @property
+    def per_process(self) -> float:
+        """Connections one app process counts for: its pools, or what the run measured."""
+        if self.measured_peak is None:
+            return self.pools
+        return max(self.pools, self.measured_peak / self.app_workers)
+
+    @property
+    def per_pgbouncer(self) -> float:
+        """Server connections one PgBouncer counts for: its pool, or what the run measured."""
+        assert self.pgbouncer_pool_size is not None
+        return max(self.pgbouncer_pool_size, self.measured_peak or 0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Fleet:
     """The production fleet sharing one database's connection budget.
 
-    Every worker process of every instance opens its own pool, so the budget is
-    `instances x workers x (pool_size + max_overflow) <= max_connections - reserved`.
+    Every worker process of every instance opens its own pools, so with the apps connecting
+    directly the budget is `instances x workers x (pool_size + max_overflow + pg_max_size) <=
+    max_connections - reserved`; behind PgBouncer it is `pgbouncer_instances x
+    default_pool_size` instead (see `Demand`).
     """
 
     instances: int = DEFAULT_INSTANCES
     workers_per_instance: int = DEFAULT_WORKERS_PER_INSTANCE
     max_connections: int = DEFAULT_FLEET_MAX_CONNECTIONS
     reserved_connections: int = DEFAULT_RESERVED_CONNECTIONS
+    pgbouncer_instances: int = DEFAULT_PGBOUNCER_INSTANCES
 
     def with_overrides(self, **overrides: int | None) -> Fleet:
         """Return the fleet with the given (non-None) fields replaced and checked."""
         fleet = replace(self, **{k: v for k, v in overrides.items() if v is not None})
-        if fleet.instances < 1 or fleet.workers_per_instance < 1:
-            raise UsageError("fleet: instances and workers per instance must be >= 1")
+        if fleet.instances < 1 or fleet.workers_per_instance < 1 or fleet.pgbouncer_instances < 1:
+            raise UsageError("fleet: instances, workers and PgBouncer instances must be >= 1")
         if fleet.budget < 1:
             raise UsageError(
                 f"fleet: max_connections {fleet.max_connections} minus reserved "
@@ -225,21 +289,38 @@ class Fleet:
         """Largest pool_size + max_overflow one process may have."""
         return self.budget // self.processes
 
-    def total(self, connections: float) -> float:
-        """Connections the whole fleet opens at `connections` per process."""
-        return self.processes * connections
+    def total(self, demand: float | Demand) -> float:
+        """Server connections the whole fleet opens (a number: connections per app process)."""
+        demand = demand if isinstance(demand, Demand) else Demand(pools=demand)
+        if demand.pgbouncer_pool_size is not None:
+            return self.pgbouncer_instances * demand.per_pgbouncer
+        return self.processes * demand.per_process
 
-    def fits(self, connections: float) -> bool:
-        """instances x workers x (pool_size + max_overflow) <= max_connections - reserved."""
-        return self.total(connections) <= self.budget
+    def fits(self, demand: float | Demand) -> bool:
+        """The fleet's server connections <= max_connections - reserved."""
+        return self.total(demand) <= self.budget
 
-    def describe(self, connections: float) -> str:
+    def describe(self, demand: float | Demand) -> str:
         """The budget arithmetic for one config."""
-        verb = "<=" if self.fits(connections) else ">"
+        demand = demand if isinstance(demand, Demand) else Demand(pools=demand)
+        verb = "<=" if self.fits(demand) else ">"
+        budget = (
+            f"{self.total(demand):g} {verb} {self.max_connections} - "
+            f"{self.reserved_connections} reserved = {self.budget}"
+        )
+        measured = ""
+        if demand.measured_peak is not None:
+            measured = f" (Postgres saw {demand.measured_peak:g} in the run)"
+        if demand.pgbouncer_pool_size is not None:
+            return (
+                f"{self.pgbouncer_instances} PgBouncer x {demand.per_pgbouncer:g} server "
+                f"connections{measured} = {budget}"
+            )
+        if demand.measured_peak is not None and demand.app_workers > 1:
+            measured = f" (Postgres saw {demand.measured_peak:g} from {demand.app_workers} workers)"
         return (
             f"{self.instances} instances x {self.workers_per_instance} workers x "
-            f"{connections:g} connections = {self.total(connections):g} {verb} "
-            f"{self.max_connections} - {self.reserved_connections} reserved = {self.budget}"
+            f"{demand.per_process:g} connections{measured} = {budget}"
         )
 
 
@@ -270,6 +351,9 @@ class Point:
     sim_latency_ms: float
     think_time_s: float
     fanout_calls: int
+    app_workers: int = DEFAULT_APP_WORKERS
+    pooler: str = DEFAULT_POOLER
+    pgbouncer_pool_size: int | None = None  # None: direct (no PgBouncer)
     open_model_rps: float
     open_model_max_inflight: int
     experiment: str  # slo or capacity
@@ -278,14 +362,29 @@ class Point:
     duration_s: float
 
     def app_env(self) -> dict[str, str]:
-        """Return the sample app's settings for this point as env vars."""
-        return settings_env(
+        """Return the sample app's settings for this point as env vars (of every worker)."""
+        env = settings_env(
             db_pool_size=self.pool_size,
             db_max_overflow=self.max_overflow,
             http_concurrency_limit=self.http_concurrency_limit,
             pg_pool_max_size=self.pg_max_size,
             sim_query_latency_ms=float(self.sim_latency_ms),
         )
+        if self.pooler == PGBOUNCER:
+            # Transaction pooling: a server connection's prepared statements are not this
+            # client's (PgBouncer 1.18 has no max_prepared_statements).
+            env |= settings_env(db_prepared_statements=False)
+        return env
+
+    @property
+    def process_connections(self) -> int:
+        """Every connection one app process may open: both pools."""
+        return self.pool_size + self.max_overflow + self.pg_max_size
+
+    @property
+    def app_connections(self) -> int:
+        """Every connection all the app's worker processes may open (to Postgres or PgBouncer)."""
+        return self.app_workers * self.process_connections
 
     @property
     def offered_rps(self) -> float:
@@ -293,8 +392,11 @@ class Point:
         return self.users * self.open_model_rps
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the point as plain JSON-able values (offered_rps included)."""
-        return asdict(self) | {"offered_rps": self.offered_rps}
+        """Return the point as plain JSON-able values (offered_rps, app_max_connections too)."""
+        return asdict(self) | {
+            "offered_rps": self.offered_rps,
+            "app_max_connections": self.app_connections,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,14 +436,23 @@ class SweepSpec:
         """
         axes = _axes(self)
         varying = {name for name, values in axes.items() if len(values) > 1}
+        if len(self.grid.pgbouncer_pool_size) > 1 and PGBOUNCER in self.grid.pooler:
+            varying.add("pgbouncer_pool_size")
         experiments = (SLO, CAPACITY) if self.kind == "both" else (self.kind,)
         points = [
-            self._point(dict(zip(axes, combo, strict=True)), rep, varying, experiment)
+            self._point(values, rep, varying, experiment)
             for rep in range(1, self.timing.repetitions + 1)
             for experiment in experiments
             for combo in itertools.product(*axes.values())
+            for values in self._pooled(dict(zip(axes, combo, strict=True)))
         ]
         return sorted(points, key=lambda p: p.pg_max_connections)
+
+    def _pooled(self, values: dict[str, Any]) -> list[dict[str, Any]]:
+        """A combo once per PgBouncer pool size when it goes through PgBouncer, else once."""
+        if values["pooler"] != PGBOUNCER:
+            return [values | {"pgbouncer_pool_size": None}]
+        return [values | {"pgbouncer_pool_size": s} for s in self.grid.pgbouncer_pool_size]
 
     @property
     def capacity_point_users(self) -> int:
@@ -349,6 +460,7 @@ class SweepSpec:
         if self.capacity_users is not None:
             return self.capacity_users
         largest = max(self.grid.pool_size) + max(self.grid.max_overflow)
+        largest *= max(self.grid.app_workers)  # every worker has its own pool
         return max(max(self.grid.users), DEFAULT_CAPACITY_USERS_PER_CONNECTION * largest)
 
     def _point(self, values: dict[str, Any], rep: int, varying: set[str], experiment: str) -> Point:
@@ -367,6 +479,7 @@ class SweepSpec:
         for axis, tag in _EXTRA_RUN_ID_TAGS.items():
             if axis in varying:
                 run_id += f"-{tag}{_fmt(values[axis])}"
+        run_id += _pooler_tag(values, varying)
         return Point(
             run_id=f"{run_id}{suffix}-r{rep}",
             scenario=self.scenario,
@@ -389,7 +502,20 @@ _EXTRA_RUN_ID_TAGS = {
     "sim_latency_ms": "l",
     "think_time_s": "t",
     "fanout_calls": "f",
+    "app_workers": "w",
 }
+
+
+def _pooler_tag(values: Mapping[str, Any], varying: set[str]) -> str:
+    """`-pgb{pgbouncer_pool_size}` on PgBouncer points and `-direct` on the others, when needed.
+
+    Only when the pooler or PgBouncer's pool size varies, like every extra axis.
+    """
+    if "pooler" not in varying and "pgbouncer_pool_size" not in varying:
+        return ""
+    if values["pooler"] == PGBOUNCER:
+        return f"-pgb{values['pgbouncer_pool_size']}"
+    return "-direct"
 
 
 def _axes(spec: SweepSpec) -> dict[str, tuple[Any, ...]]:
@@ -405,6 +531,8 @@ def _axes(spec: SweepSpec) -> dict[str, tuple[Any, ...]]:
         "sim_latency_ms": grid.sim_latency_ms or (spec.workload.sim_latency_ms,),
         "think_time_s": grid.think_time_s or (spec.workload.think_time_s,),
         "fanout_calls": grid.fanout_calls or (spec.workload.fanout_calls,),
+        "app_workers": grid.app_workers,
+        "pooler": grid.pooler,
     }
 
 
@@ -414,6 +542,10 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _or_zero(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
 
 
 def _fmt(value: float) -> str:

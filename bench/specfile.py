@@ -23,6 +23,8 @@ from bench.spec import (
     DEFAULT_OPEN_MODEL_RPS,
     DEFAULT_SHAPE,
     KINDS,
+    PGBOUNCER,
+    POOLERS,
     SCENARIOS_DIR,
     SHAPES,
     SLO,
@@ -45,6 +47,9 @@ MAX_RATE = 100_000.0  # arrivals or spawns per second
 MAX_COUNT = 1_000_000  # users, pool sizes, connections, queries
 MAX_REPETITIONS = 1_000
 MAX_POINTS = 10_000  # runs in one sweep: weeks of measurement already
+# Worker processes of the app: on a 2-core host shared with Postgres and Locust more than a few
+# only time-share the same cores (and each holds its own pools), so the bound stays small.
+MAX_APP_WORKERS = 4
 _ENDPOINT = re.compile(r"^\S+ \S.*$")  # Locust's request_type and name: `POST /orders`
 
 
@@ -139,6 +144,7 @@ _GRID_INT_MINIMUMS = {
     "pg_max_connections": 1,
     "queries_per_request": 1,
     "fanout_calls": 1,
+    "pgbouncer_pool_size": 1,
 }
 _GRID_NUM_MAXIMUMS = {"sim_latency_ms": MAX_MS, "think_time_s": MAX_SECONDS}
 
@@ -149,11 +155,36 @@ def _grid(raw: dict[str, Any], workload_raw: Mapping[str, Any]) -> Grid:
     for key, value in raw.items():
         if key in workload_raw:
             raise _Invalid(f"grid.{key}", "also set in [workload]: give it in one place")
-        if key in _GRID_INT_MINIMUMS:
+        if key == "app_workers":
+            values[key] = _app_workers(value)
+        elif key == "pooler":
+            values[key] = _poolers(value)
+        elif key in _GRID_INT_MINIMUMS:
             values[key] = _int_list(value, f"grid.{key}", _GRID_INT_MINIMUMS[key])
         else:
             values[key] = _num_list(value, f"grid.{key}", 0, _GRID_NUM_MAXIMUMS[key])
     return Grid(**values)
+
+
+def _app_workers(value: object) -> tuple[int, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(_is_int(v, 1, MAX_APP_WORKERS) for v in values):
+        raise _Invalid(
+            "grid.app_workers",
+            f"must be a list of integers from 1 to {MAX_APP_WORKERS}: more worker processes "
+            "than that only time-share this host's cores with Postgres and Locust, which "
+            "measures the host rather than the pools",
+        )
+    return tuple(v for v in values if isinstance(v, int))
+
+
+def _poolers(value: object) -> tuple[str, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) and v in POOLERS for v in values):
+        raise _Invalid("grid.pooler", f"must be a list of {' and/or '.join(map(repr, POOLERS))}")
+    if len(set(values)) != len(values):
+        raise _Invalid("grid.pooler", "names a pooler twice")
+    return tuple(values)
 
 
 def _workload(raw: dict[str, Any]) -> Workload:
@@ -224,6 +255,7 @@ def _fleet(raw: dict[str, Any]) -> Fleet:
         "workers_per_instance": 1,
         "max_connections": 1,
         "reserved_connections": 0,
+        "pgbouncer_instances": 1,
     }
     fleet = Fleet(**{k: _int(v, f"fleet.{k}", minimums[k]) for k, v in raw.items()})
     if fleet.reserved_connections >= fleet.max_connections:
@@ -350,11 +382,23 @@ def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> S
         target=_target(target_raw),
         app_env=_app_env(_table(raw, "app_env")),
     )
-    runs = math.prod(len(values) or 1 for values in vars(spec.grid).values())
+    grid = spec.grid
+    shapes = sum(len(grid.pgbouncer_pool_size) if p == PGBOUNCER else 1 for p in grid.pooler)
+    runs = shapes * math.prod(
+        len(values) or 1
+        for name, values in vars(grid).items()
+        if name not in ("pooler", "pgbouncer_pool_size")
+    )
     runs *= spec.timing.repetitions * (2 if kind == "both" else 1)
     if runs > MAX_POINTS:
         raise _Invalid("grid", f"{runs:,} runs (grid x repetitions); at most {MAX_POINTS:,}")
     if spec.target is not None:
+        if grid.app_workers != (1,) or grid.pooler != ("direct",):
+            raise _Invalid(
+                "target",
+                "grid.app_workers and grid.pooler shape the sample app the sweep starts; with a "
+                "[target] your restart_cmd decides its workers and pooler",
+            )
         _check_placeholders(spec.target.restart_cmd, spec.points()[0])
     return spec
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -300,3 +301,56 @@ def test_a_scenario_must_define_a_concrete_user_class(
     (tmp_path / "candidate.py").write_text(source)
     assert defines_user(tmp_path, "candidate") is is_scenario
     assert defines_user(tmp_path, "absent") is False
+
+
+def test_app_workers_and_pooler_axes_and_their_run_ids(tmp_path: Path) -> None:
+    text = (
+        'scenario = "single_query"\n[grid]\npool_size = [2]\nmax_overflow = [0]\nusers = [8]\n'
+        'app_workers = [1, 2]\npooler = ["direct", "pgbouncer"]\npgbouncer_pool_size = [2, 4]\n'
+    )
+    points = load_spec(write(tmp_path, text)).points()
+    # A direct point runs once, not once per PgBouncer pool size.
+    assert [p.run_id for p in points] == [
+        "p2-o0-s20-u8-q1-w1-direct-r1",
+        "p2-o0-s20-u8-q1-w1-pgb2-r1",
+        "p2-o0-s20-u8-q1-w1-pgb4-r1",
+        "p2-o0-s20-u8-q1-w2-direct-r1",
+        "p2-o0-s20-u8-q1-w2-pgb2-r1",
+        "p2-o0-s20-u8-q1-w2-pgb4-r1",
+    ]
+    direct, pgb = points[3], points[4]
+    assert (direct.app_workers, direct.pooler, direct.pgbouncer_pool_size) == (2, "direct", None)
+    assert "DB_PREPARED_STATEMENTS" not in direct.app_env()
+    assert pgb.app_env()["DB_PREPARED_STATEMENTS"] == "false" and pgb.pgbouncer_pool_size == 2
+    # Both pools of every worker: 2 x (2 + 0 + 10).
+    assert direct.as_dict()["app_max_connections"] == 24
+    # A single value adds no run-id part, as for every other extra axis.
+    single = 'scenario = "single_query"\n[grid]\npooler = "pgbouncer"\npgbouncer_pool_size = 3\n'
+    (point,) = load_spec(write(tmp_path, single)).points()
+    assert point.run_id == "p5-o10-s20-u32-q1-r1" and point.pgbouncer_pool_size == 3
+    spec = load_spec(write(tmp_path, text))
+    assert spec_from_dict(spec.to_dict(), source="manifest") == spec
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ("app_workers = [5]", "grid.app_workers: must be a list of integers from 1 to 4"),
+        ("app_workers = [0]", "grid.app_workers: must be a list of integers from 1 to 4"),
+        ('pooler = ["pgpool"]', "grid.pooler: must be a list of 'direct' and/or 'pgbouncer'"),
+        ('pooler = ["direct", "direct"]', "grid.pooler: names a pooler twice"),
+        ("pgbouncer_pool_size = [0]", "grid.pgbouncer_pool_size: must be a list of integers"),
+    ],
+)
+def test_invalid_production_shape_axes(tmp_path: Path, grid: str, message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_spec(write(tmp_path, f'scenario = "single_query"\n[grid]\n{grid}\n'))
+
+
+def test_target_cannot_take_workers_or_pooler(tmp_path: Path) -> None:
+    text = (
+        'scenario = "single_query"\n[grid]\napp_workers = [2]\n[target]\n'
+        'url = "http://127.0.0.1:9000"\nrestart_cmd = "true"\n'
+    )
+    with pytest.raises(UsageError, match="target: grid.app_workers and grid.pooler"):
+        load_spec(write(tmp_path, text))

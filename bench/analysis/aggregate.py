@@ -15,12 +15,18 @@ from bench.results import POINT_COLUMNS, UNTRUSTED_BOTTLENECKS
 # A config is everything that defines a point except the repetition.
 CONFIG_COLUMNS = tuple(c for c in POINT_COLUMNS if c not in ("run_id", "repetition"))
 # Axes that change the work of a request rather than the pool.
-BASE_WORKLOAD_COLUMNS = ("scenario", "queries_per_request", "sim_latency_ms", "think_time_s")
+# The production shape (worker processes, pooler) is part of it: each shape has its own optimum,
+# its pool sizes being per process (and PgBouncer's pool in front, when there is one).
+BASE_WORKLOAD_COLUMNS = (
+    "scenario", "queries_per_request", "sim_latency_ms", "think_time_s", "app_workers", "pooler",
+)  # fmt: skip
+# Shown in a workload's label only when not the default shape.
+SHAPE_DEFAULTS = {"app_workers": 1.0, "pooler": "direct"}
 # A workload is that work at one load (users, and the offered rate of an open model): optima
 # are found per workload.
 WORKLOAD_COLUMNS = (*BASE_WORKLOAD_COLUMNS, "users", "offered_rps")
 # Pool axes other than pool_size and max_overflow: fixed at the optimum's values for curves.
-OTHER_POOL_AXES = ("http_concurrency_limit", "pg_max_size")
+OTHER_POOL_AXES = ("http_concurrency_limit", "pg_max_size", "pgbouncer_pool_size")
 CONFIDENCE = 0.95
 MEAN_COLUMNS = (
     "rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "error_rate", "acquire_wait_p95_ms",

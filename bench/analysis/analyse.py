@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ import pandas as pd
 from bench.analysis.aggregate import (
     BASE_WORKLOAD_COLUMNS,
     CONFIG_COLUMNS,
+    SHAPE_DEFAULTS,
     WORKLOAD_COLUMNS,
     aggregate,
     matching,
@@ -41,7 +43,7 @@ from bench.analysis.optimum import (
 from bench.analysis.thresholds import THRESHOLD_METRICS
 from bench.errors import UsageError
 from bench.fmt import num, opt_float, pct
-from bench.spec import CAPACITY, SLO, Fleet, Slo
+from bench.spec import CAPACITY, SLO, Demand, Fleet, Slo
 
 # The USL needs a throughput curve in which every point saturates: a closed loop.
 CAPACITY_NEEDED = (
@@ -153,6 +155,8 @@ def workload_label(key: Mapping[str, Any]) -> str:
         value = key.get(column)
         if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
             continue
+        if SHAPE_DEFAULTS.get(column) == value:
+            continue
         parts.append(f"{column}={value:g}" if isinstance(value, float) else f"{column}={value}")
     return " ".join(parts) or "all runs"
 
@@ -214,9 +218,17 @@ def sizing_inputs(
     if slo.p95_ms is not None and service_p95 is not None:
         # The SLO's wait budget: what the p95 allows beyond the service time at an ample pool.
         budget, quantile = max(slo.p95_ms - service_p95, 0.1), 0.95
+    peak_concurrency = opt_float(reference.get("app_inflight_peak"))
+    workers = Demand.of(reference).app_workers
+    if workers > 1:
+        # Pools are per process and the workers share the load: size one worker's pool.
+        concurrency /= workers
+        peak_concurrency = None if peak_concurrency is None else peak_concurrency / workers
+        target_rps = None if target_rps is None else target_rps / workers
+        notes.append(f"rate and concurrency per worker process ({workers} workers share them)")
     inputs = SizingInputs(
         concurrency=concurrency,
-        peak_concurrency=opt_float(reference.get("app_inflight_peak")),
+        peak_concurrency=peak_concurrency,
         queries_per_request=queries,
         hold_time_ms=hold_time_ms,
         target_rps=target_rps,
@@ -278,9 +290,11 @@ def _analyse_workload(
         )
     if inputs is not None and row is not None:
         opt_connections = float(row["connections"])
+        # A model sizes pool_size + max_overflow; the other pools and the pooler stay the optimum's.
         extra = row_process_connections(row) - opt_connections
+        demand = dataclasses.replace(Demand.of(row), measured_peak=None)
         for model in size_all(inputs, usl, usl_note, tolerance):
-            models.append(_compare(model, table, opt_connections, fleet, extra))
+            models.append(_compare(model, table, opt_connections, fleet, extra, demand))
         explanation = seed_formula_explanation(
             inputs.concurrency, inputs.queries_per_request, inputs.hold_time_ms, inputs.offered_rps
         )
@@ -308,6 +322,7 @@ def _compare(
     opt_connections: float,
     fleet: Fleet | None,
     other_pools: float,
+    demand: Demand,
 ) -> ModelComparison:
     if model.pool_size is None:
         return ModelComparison(
@@ -322,7 +337,9 @@ def _compare(
         size_error=model.pool_size - opt_connections,
         measured_rps=measured,
         rps_error_pct=error,
-        fits_fleet=None if fleet is None else fleet.fits(model.pool_size + other_pools),
+        fits_fleet=None
+        if fleet is None
+        else fleet.fits(dataclasses.replace(demand, pools=model.pool_size + other_pools)),
     )
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from bench.analysis.aggregate import CONFIG_COLUMNS, at_optimum, eligible, matching, untrusted
 from bench.analysis.models import DEFAULT_TOLERANCE
 from bench.analysis.semaphore import LIMIT, smallest_adequate_limit
-from bench.spec import Fleet, Slo
+from bench.spec import Demand, Fleet, Slo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,8 +124,8 @@ def _within_fleet(
     """Narrow `near` to configs the fleet budget allows; never to an empty frame."""
     if fleet is None:
         return near, None, []
-    fitting = pool[[fleet.fits(c) for c in process_connections(pool)]]
-    near_fitting = near[[fleet.fits(c) for c in process_connections(near)]]
+    fitting = pool[[fleet.fits(d) for d in demands(pool)]]
+    near_fitting = near[[fleet.fits(d) for d in demands(near)]]
     if not near_fitting.empty:
         return near_fitting, True, []
     if not fitting.empty:
@@ -138,10 +138,9 @@ def _within_fleet(
     return near, False, [f"no measured config fits the fleet budget ({fleet.budget} connections)"]
 
 
-def process_connections(frame: pd.DataFrame) -> pd.Series:
-    """Every connection one app process may open: its SQLAlchemy pool and its asyncpg pool."""
-    direct = frame["pg_max_size"].fillna(0) if "pg_max_size" in frame else 0
-    return frame["connections"] + direct
+def demands(frame: pd.DataFrame) -> list[Demand]:
+    """What each config (row) asks of the fleet's connection budget (`Demand.of`)."""
+    return [Demand.of(row) for row in frame.to_dict("records")]
 
 
 def run_failure(
@@ -259,7 +258,7 @@ def find_slo_optimum(
     fits: bool | None = None
     notes: list[str] = []
     if fleet is not None and passing:
-        fitting = [v for v in passing if fleet.fits(row_process_connections(v.row))]
+        fitting = [v for v in passing if fleet.fits(Demand.of(v.row))]
         fits = bool(fitting)
         if fitting:
             passing = fitting

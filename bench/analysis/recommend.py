@@ -10,6 +10,7 @@ from bench.analysis.analyse import Analysis
 from bench.analysis.models import DEFAULT_HEADROOM
 from bench.errors import Inconclusive, UsageError
 from bench.fmt import num, opt_float, pct
+from bench.spec import Demand
 
 # SQLAlchemy's default; kept when there is no SLO to derive a fail-fast timeout from.
 DEFAULT_POOL_TIMEOUT_S = 30
@@ -28,6 +29,9 @@ def pool_timeout_s(analysis: Analysis) -> int:
 def asyncpg_pool(rec: Mapping[str, Any], headroom: float = DEFAULT_HEADROOM) -> tuple[int, str]:
     """PG_POOL_MAX_SIZE for the direct asyncpg pool, from its own measured peak, and why."""
     peak = opt_float(rec.get("pg_pool_peak_checked_out"))
+    if peak:
+        # The workers' peaks summed (bench.sweep.appworkers): PG_POOL_MAX_SIZE is per process.
+        peak = math.ceil(peak / Demand.of(rec).app_workers)
     measured_max = opt_float(rec.get("pg_max_size"))
     if not peak:
         return DEFAULT_UNUSED_PG_POOL, (

@@ -12,7 +12,7 @@ import pandas as pd
 
 from bench.analysis.aggregate import CONFIG_COLUMNS, eligible, matching
 from bench.fmt import opt_float
-from bench.spec import Slo
+from bench.spec import Demand, Slo
 
 LIMIT = "http_concurrency_limit"
 # A semaphore wait p95 below this is scheduling noise: calls reached the limit but hardly queued.
@@ -58,6 +58,9 @@ def semaphore_warnings(row: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     limit = opt_float(row.get(LIMIT))
     peak = opt_float(row.get("http_peak_in_flight"))
+    if peak is not None:
+        # The workers' peaks summed (bench.sweep.appworkers); the limit is per process.
+        peak /= Demand.of(row).app_workers
     wait_p95 = opt_float(row.get("http_semaphore_wait_p95_ms"))
     queued = wait_p95 is None or wait_p95 >= SEMAPHORE_WAIT_MIN_MS
     if limit is not None and peak is not None and limit > 0 and peak >= limit and queued:

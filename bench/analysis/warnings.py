@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from bench.analysis.analyse import uses_database
-from bench.analysis.optimum import process_connections, row_process_connections
+from bench.analysis.optimum import demands, row_process_connections
 from bench.analysis.semaphore import semaphore_warnings
 from bench.fmt import opt_float
+from bench.spec import Demand
 
 if TYPE_CHECKING:
     from bench.analysis.analyse import Analysis
@@ -69,16 +70,15 @@ def collect_warnings(analysis: Analysis) -> list[str]:
                 f"{prefix}no run checked out a database connection: the pool sizing models do "
                 "not apply to this workload (see the semaphore and latency charts instead)"
             )
-        total = row_process_connections(optimum.row)
-        if fleet is not None and not fleet.fits(total):
+        demand = Demand.of(optimum.row)
+        if fleet is not None and not fleet.fits(demand):
             out.append(
                 f"{prefix}recommendation breaks the fleet budget (both pools): "
-                f"{fleet.describe(total)}"
+                f"{fleet.describe(demand)}"
             )
-        out.extend(prefix + w for w in connection_warnings(optimum.row, total))
+        out.extend(prefix + w for w in connection_warnings(optimum.row))
         if fleet is not None:
-            totals = process_connections(workload.table)
-            broken = workload.table[[not fleet.fits(c) for c in totals]]
+            broken = workload.table[[not fleet.fits(d) for d in demands(workload.table)]]
             if not broken.empty and len(broken) < len(workload.table):
                 out.append(
                     f"{prefix}{len(broken)} of {len(workload.table)} configs exceed the fleet "
@@ -125,13 +125,21 @@ def load_generator_warnings(runs: pd.DataFrame) -> list[str]:
     return out
 
 
-def connection_warnings(row: Mapping[str, Any], declared: float) -> list[str]:
+def connection_warnings(row: Mapping[str, Any]) -> list[str]:
     """Cross-check the pools' sizes with the connections Postgres actually saw."""
     measured = opt_float(row.get("pg_peak_connections"))
+    demand = Demand.of(row)
+    if demand.pgbouncer_pool_size is not None:
+        declared, whose = demand.pgbouncer_pool_size, "PgBouncer's default_pool_size allows"
+    else:
+        declared = demand.app_workers * row_process_connections(row)
+        whose = "both pools allow" + (
+            f" in {demand.app_workers} workers" if demand.app_workers > 1 else ""
+        )
     if measured is None or measured <= declared:
         return []
     return [
-        f"Postgres saw {measured:g} connections from the app, more than both its pools allow "
-        f"({declared:g}): something else in the process opens connections; count it in the "
-        "fleet budget"
+        f"Postgres saw {measured:g} connections from the app, more than {whose} "
+        f"({declared:g}): something else opens connections; the fleet budget counts what "
+        "Postgres saw"
     ]

@@ -15,7 +15,6 @@ from bench.analysis.models import (
     DEFAULT_P99_WAIT_MS,
     DEFAULT_TOLERANCE,
 )
-from bench.analysis.optimum import row_process_connections
 from bench.analysis.recommend import recommend_snippet
 from bench.analysis.summary import summary
 from bench.analysis.thresholds import Threshold, check_thresholds, parse_threshold
@@ -40,6 +39,7 @@ from bench.report.html import (
     default_report_path,
     render_analysis,
 )
+from bench.spec import Demand
 
 MAX_TABLE_ROWS = 60
 
@@ -213,8 +213,7 @@ def _print_summary(analysis: Analysis) -> None:
     style = "green" if verdict.startswith("PASS") else "red" if verdict.startswith("FAIL") else ""
     console.print(f"[bold]SLO:[/] [{style}]{verdict}[/]" if style else f"SLO: {verdict}")
     if analysis.fleet is not None and rec is not None:
-        total = row_process_connections(rec)
-        console.print(f"[bold]Fleet (both pools):[/] {analysis.fleet.describe(total)}")
+        console.print(f"[bold]Fleet (both pools):[/] {analysis.fleet.describe(Demand.of(rec))}")
     if analysis.warnings:
         console.print("[bold yellow]Warnings:[/]")
         for warning in analysis.warnings:

@@ -14,13 +14,13 @@ import pandas as pd
 from bench.analysis.analyse import Analysis
 from bench.analysis.compare import Comparison, p_text
 from bench.analysis.load import Sweep
-from bench.analysis.optimum import row_process_connections
 from bench.fmt import num, pct, signed_pct, whole
 from bench.report import charts
 from bench.report.charts import Chart
 from bench.report.timeseries import chart_time_series
 from bench.results import UNTRUSTED_BOTTLENECKS
 from bench.secrets import scrub_secrets, scrub_tree
+from bench.spec import Demand
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
@@ -32,7 +32,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters.update(num=lambda v, d=1: num(v, d, grouping=True), pct=pct, whole=whole)
-_env.globals["process_connections"] = row_process_connections
+_env.globals["fleet_demand"] = Demand.of
 
 
 def build_charts(analysis: Analysis) -> list[Chart]:
@@ -89,7 +89,7 @@ def _row_flags(analysis: Analysis, row: Mapping[str, Any]) -> dict[str, Any]:
         "slo": analysis.slo.passes(row) if analysis.slo.is_set else None,
         "fleet": None
         if fleet is None or pd.isna(row["connections"])
-        else fleet.fits(row_process_connections(row)),
+        else fleet.fits(Demand.of(row)),
     }
 
 

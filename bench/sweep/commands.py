@@ -7,7 +7,7 @@ import os
 import shlex
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +46,23 @@ def downstream_argv(port: int, latency_ms: float) -> list[str]:
     return argv + ["--latency-ms", f"{latency_ms:g}"]
 
 
-def app_argv(port: int) -> list[str]:
-    """One uvicorn worker of the sample app on a loopback port."""
-    argv = [sys.executable, "-m", "uvicorn", "sample_app.main:app", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--workers", "1", "--no-access-log"]
+def app_argv(port: int, private_ports: Sequence[int]) -> list[str]:
+    """The sample app as len(private_ports) uvicorn workers sharing a loopback port.
+
+    `bench.sweep.appserver`: each worker also listens on its own private port, for telemetry.
+    """
+    argv = [sys.executable, "-m", "bench.sweep.appserver", "--port", str(port)]
+    argv += ["--private-ports", ",".join(map(str, private_ports))]
     return argv + ["--log-level", "warning"]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports that were free a moment ago."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
 
 
 def app_env(point: Point, spec: SweepSpec, *, database_url: str, downstream_url: str) -> dict:

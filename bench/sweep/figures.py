@@ -16,7 +16,7 @@ from bench.sweep.samplers import ProcessTree, WindowSample
 
 # Bottleneck rules: every threshold in one place.
 DEFAULT_LOADGEN_CPU_PCT = 90.0  # per load-generating Locust process (Locust warns at 90 %)
-DEFAULT_APP_CPU_PCT = 90.0  # one uvicorn worker is one core at most for the event loop
+DEFAULT_APP_CPU_PCT = 90.0  # per uvicorn worker: one core at most for its event loop
 DEFAULT_HOST_CPU_PCT = 90.0  # all processes on the machine, percent of all its cores
 DEFAULT_DB_CPU_PCT = 90.0  # Postgres tree, percent of one core
 DEFAULT_DB_CONNECTIONS_SHARE = 0.95  # of pg_max_connections minus reserved slots
@@ -162,6 +162,14 @@ def telemetry_figures(telemetry: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def worker_requests(telemetry: Mapping[str, Any] | None) -> list[int | None] | None:
+    """Requests each app worker completed in the window (how evenly they shared the load)."""
+    if not telemetry:
+        return None
+    snapshots = telemetry.get("per_worker") or [telemetry]
+    return [(s.get("requests") or {}).get("completed") for s in snapshots]
+
+
 def resource_figures(sample: WindowSample, window_s: float) -> dict[str, Any]:
     """Return the CPU, memory and Postgres columns of a window."""
 
@@ -173,14 +181,17 @@ def resource_figures(sample: WindowSample, window_s: float) -> dict[str, Any]:
     def mb(tree: ProcessTree) -> float | None:
         return tree.peak_rss_bytes / 2**20 if tree.root_pid is not None else None
 
+    def busiest(tree: ProcessTree) -> float | None:
+        if tree.root_pid is None or window_s <= 0:
+            return None
+        return tree.busiest_process_cpu_seconds() / window_s * 100
+
     busy = sample.host.busy_fraction()
-    busiest_locust = sample.locust.busiest_process_cpu_seconds()
     return {
         "host_cpu_pct": None if busy is None else busy * 100,
         "downstream_cpu_pct": pct(sample.downstream),
-        "locust_busiest_cpu_pct": busiest_locust / window_s * 100
-        if sample.locust.root_pid is not None and window_s > 0
-        else None,
+        "locust_busiest_cpu_pct": busiest(sample.locust),
+        "app_busiest_cpu_pct": busiest(sample.app),
         "pg_peak_connections": sample.pg_peak_connections,
         "pg_xact_commit": commits_in_window(sample.pg_commits, window_s),
         "app_cpu_pct": pct(sample.app),
@@ -229,10 +240,11 @@ def label_bottleneck(point: Point, figures: Mapping[str, Any]) -> str:
       measured the load generator, so nothing else about it can be trusted;
     - host_cpu: the whole machine near all its cores busy (app, Postgres, Locust, the stub and
       anything else together), though no single process was;
-    - app_cpu: the single uvicorn worker near a full core;
+    - app_cpu: a uvicorn worker near a full core (the busiest worker, never the sum);
     - database: Postgres near a full core, or its connection slots (nearly) used up;
     - pool: requests waited for a connection: pool timeouts, or the acquire-wait p95 is a
-      significant share of the client p95, or every connection was checked out while some waited;
+      significant share of the client p95, or every connection was checked out while some waited,
+      or clients queued in PgBouncer for a significant share of the client p95;
     - none: the load did not push any of those limits.
     """
     busiest_locust = figures.get("locust_busiest_cpu_pct", figures.get("locust_cpu_pct"))
@@ -240,7 +252,8 @@ def label_bottleneck(point: Point, figures: Mapping[str, Any]) -> str:
         return "load_generator"
     if _num(figures.get("host_cpu_pct")) >= DEFAULT_HOST_CPU_PCT:
         return "host_cpu"
-    if _num(figures.get("app_cpu_pct")) >= DEFAULT_APP_CPU_PCT:
+    busiest_app = figures.get("app_busiest_cpu_pct", figures.get("app_cpu_pct"))
+    if _num(busiest_app) >= DEFAULT_APP_CPU_PCT:
         return "app_cpu"
     usable = max(1, point.pg_max_connections - DEFAULT_PG_RESERVED_CONNECTIONS)
     pg_full = _num(figures.get("pg_peak_connections")) >= DEFAULT_DB_CONNECTIONS_SHARE * usable
@@ -248,11 +261,21 @@ def label_bottleneck(point: Point, figures: Mapping[str, Any]) -> str:
         return "database"
     wait_p95 = _num(figures.get("acquire_wait_p95_ms"))
     waited = wait_p95 >= DEFAULT_POOL_WAIT_MIN_MS
-    all_checked_out = _num(figures.get("peak_checked_out")) >= point.pool_size + point.max_overflow
+    # The workers' peaks summed (bench.sweep.appworkers): every worker's pool was full once.
+    pools = point.app_workers * (point.pool_size + point.max_overflow)
+    all_checked_out = _num(figures.get("peak_checked_out")) >= pools
+    # Behind PgBouncer a request also queues for a server connection there (SHOW POOLS maxwait:
+    # how long the oldest waiting client had waited, a worst case like a high quantile).
+    pgb_wait = _num(figures.get("pgb_maxwait_ms"))
+    pgb_queued = (
+        _num(figures.get("pgb_cl_waiting_peak")) > 0 and pgb_wait >= DEFAULT_POOL_WAIT_MIN_MS
+    )
+    p95 = _num(figures.get("p95_ms"))
     if (
         _num(figures.get("pool_timeouts")) > 0
-        or (waited and wait_p95 >= DEFAULT_POOL_WAIT_SHARE * _num(figures.get("p95_ms")))
+        or (waited and wait_p95 >= DEFAULT_POOL_WAIT_SHARE * p95)
         or (waited and all_checked_out)
+        or (pgb_queued and pgb_wait >= DEFAULT_POOL_WAIT_SHARE * p95)
     ):
         return "pool"
     return "none"

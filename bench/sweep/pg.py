@@ -109,7 +109,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _unprivileged_user() -> str | None:
+def unprivileged_user() -> str | None:
+    """The OS user to run a server as when we are root (Postgres and PgBouncer refuse root)."""
     if os.geteuid() != 0:
         return None
     for name in _UNPRIVILEGED_USERS:
@@ -124,6 +125,14 @@ def die_with_parent() -> None:
     # Belt and braces: if the benchmark process is SIGKILLed, no `finally` runs.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def file_tail(path: Path | None, lines: int = 3) -> str:
+    """The last lines of a server's log on one line, for error messages."""
+    if path is None or not path.exists():
+        return "no log"
+    text = path.read_text(errors="replace").strip().splitlines()
+    return " | ".join(text[-lines:]) or "empty log"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,7 +354,7 @@ class PostgresServer:
                 f"no PostgreSQL server binaries found{where}: install postgresql (apt-get install "
                 f"postgresql) or `pip install pgserver`, or set {DSN_ENV} to an existing server"
             )
-        user = _unprivileged_user()
+        user = unprivileged_user()
         remove_stale_clusters()
         self._tmp = Path(tempfile.mkdtemp(prefix=CLUSTER_PREFIX))
         self._password = token_urlsafe(PASSWORD_BYTES)
@@ -445,10 +454,7 @@ class PostgresServer:
         raise PostgresStartError(f"postgres not ready after {self.start_timeout_s:.0f} s")
 
     def log_tail(self, lines: int = 3) -> str:
-        if self._tmp is None or not (self._tmp / "postgres.log").exists():
-            return "no log"
-        text = (self._tmp / "postgres.log").read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "empty log"
+        return file_tail(self._tmp / "postgres.log" if self._tmp else None, lines)
 
     def stop(self) -> None:
         """Stop the postmaster (fast shutdown, then harder) and delete the cluster. Idempotent."""

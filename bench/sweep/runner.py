@@ -6,7 +6,6 @@ Orchestration only: argv and env come from `commands`, figures from `figures`, f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 from bench.errors import PostgresUnavailable, RunError, UsageError
@@ -24,21 +22,22 @@ from bench.results import (
     DOWNSTREAM_LOG,
     LATENCY_FILE_PREFIX,
     LOCUST_LOG,
-    SEED_LOG,
     SUMMARY_FILE,
     TELEMETRY_FILE,
     WINDOW_FILE,
     read_markers,
 )
-from bench.spec import ROOT, Point, SweepSpec
+from bench.spec import PGBOUNCER, ROOT, Point, SweepSpec
 from bench.sweep import arrivals, commands, figures
+from bench.sweep.appworkers import AppWorkers
+from bench.sweep.backends import DatabaseSlot, database_went_away, postmaster_started
 from bench.sweep.commands import RemoteWorkers
 from bench.sweep.metadata import manifest, now
-from bench.sweep.pg import Database, PostgresServer, free_port
+from bench.sweep.pg import Database, free_port
+from bench.sweep.pgbouncer import PgBouncerSample, PgBouncerSampler, require_pgbouncer
 from bench.sweep.procs import Child, Children, supervised
 from bench.sweep.samplers import PgProbe, WindowSample, WindowSampler
 from bench.sweep.sweepdir import SweepDir
-from sample_app.config import settings_env
 
 DEFAULT_HEALTH_TIMEOUT_S = 30.0
 DEFAULT_WINDOW_GRACE_S = 60.0  # Locust start-up before the window, and shutdown after it
@@ -64,89 +63,6 @@ def wait_http(url: str, *, child: Child | None, timeout_s: float, what: str) -> 
                 last = type(exc).__name__
             time.sleep(0.1)
     raise RunError(f"{what} not healthy after {timeout_s:.0f} s at {url} ({last})")
-
-
-async def _postmaster_started(dsn: str) -> str:
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        return str(await conn.fetchval("SELECT pg_postmaster_start_time()"))
-    finally:
-        await conn.close(timeout=5)
-
-
-def postmaster_started(dsn: str) -> str:
-    """When the server behind dsn started: it changes if Postgres restarted under a run."""
-    return asyncio.run(_postmaster_started(dsn))
-
-
-def database_went_away(dsn: str, started: str, server: PostgresServer | None) -> str | None:
-    """Why the database did not stay up since `started` (a postmaster_started value), or None."""
-    if server is not None and server.process is not None and server.process.poll() is not None:
-        code = server.process.returncode
-        return f"the database went away: its postmaster exited ({code=}): {server.log_tail()}"
-    try:
-        now_started = postmaster_started(dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        return f"the database went away: it refuses connections ({type(exc).__name__}: {exc})"
-    if now_started != started:
-        return f"the database went away: it restarted during the run (up since {now_started})"
-    return None
-
-
-async def _count_users(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        exists = await conn.fetchval("SELECT to_regclass('users') IS NOT NULL")
-        return int(await conn.fetchval("SELECT count(*) FROM users")) if exists else 0
-    finally:
-        await conn.close()
-
-
-class DatabaseSlot:
-    """The Postgres behind the current points: one server per pg_max_connections value."""
-
-    def __init__(self, children: Children, *, dsn: str | None, seed_users: int, log_dir: Path):
-        self.children = children
-        self.external_dsn = dsn
-        self.seed_users = seed_users
-        self.log_dir = log_dir
-        self.server: PostgresServer | None = None
-        self.database: Database | None = None
-        self._key: int | None = None
-
-    def ensure(self, point: Point) -> Database:
-        """Return a seeded database configured for the point, (re)starting it when needed."""
-        if self.external_dsn:
-            if self.database is None:
-                self.database = Database(dsn=self.external_dsn, managed=False)
-                self._seed(self.database)
-            return self.database
-        if self.database is not None and self._key == point.pg_max_connections:
-            return self.database
-        if self.server is not None:
-            self.server.stop()
-        self.server = PostgresServer(max_connections=point.pg_max_connections)
-        self.children.defer(self.server.stop)
-        self.database = self.server.start().database
-        self._key = point.pg_max_connections
-        self._seed(self.database)
-        return self.database
-
-    def _seed(self, db: Database) -> None:
-        if asyncio.run(_count_users(db.dsn)) >= self.seed_users:
-            return  # an external database seeded by an earlier sweep
-        env = commands.python_env(settings_env(database_url=db.sqlalchemy_url, log_level="WARNING"))
-        child = self.children.spawn(
-            "seed",
-            commands.seed_argv(self.seed_users),
-            env=env,
-            cwd=ROOT,
-            log_path=self.log_dir / SEED_LOG,
-        )
-        code = self.children.wait(child, DEFAULT_SEED_TIMEOUT_S)
-        self.children.stop(child)
-        if code != 0:
-            raise RunError(f"seeding failed ({code=}): {child.log_tail()}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,8 +103,7 @@ class Runner:
 
     def secret_dsns(self) -> list[str]:
         """Every DSN whose password must not reach a run's files."""
-        dsns = [self.probe_dsn, self.db.database.dsn if self.db.database else None]
-        return [dsn for dsn in dsns if dsn]
+        return [dsn for dsn in [self.probe_dsn, *self.db.secret_dsns()] if dsn]
 
     @property
     def locust_processes(self) -> int:
@@ -213,8 +128,9 @@ class Runner:
             self.downstream_url, self.downstream = url, child
         return self.downstream_url
 
-    def _start_app(self, point: Point, db: Database, run_dir: Path) -> tuple[str, Child]:
-        port = free_port()
+    def _start_app(self, point: Point, db: Database, run_dir: Path) -> tuple[AppWorkers, Child]:
+        """The app's worker processes (bench.sweep.appserver), every one of them healthy."""
+        port, *private = commands.free_ports(1 + point.app_workers)
         env = commands.app_env(
             point,
             self.spec,
@@ -223,14 +139,18 @@ class Runner:
         )
         child = self.children.spawn(
             "app",
-            commands.app_argv(port),
+            commands.app_argv(port, private),
             env=commands.python_env(env),
             cwd=ROOT,
             log_path=run_dir / APP_LOG,
         )
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health", child=child, timeout_s=DEFAULT_HEALTH_TIMEOUT_S, what="app")
-        return url, child
+        workers = AppWorkers(
+            url=f"http://127.0.0.1:{port}",
+            worker_urls=tuple(f"http://127.0.0.1:{p}" for p in private),
+        )
+        for url in (workers.url, *workers.worker_urls):
+            wait_http(f"{url}/health", child=child, timeout_s=DEFAULT_HEALTH_TIMEOUT_S, what="app")
+        return workers, child
 
     def _restart_target(self, point: Point, run_dir: Path) -> str:
         assert self.target is not None
@@ -302,26 +222,36 @@ class Runner:
         db: Database | None = None
         app: Child | None = None
         probe: PgProbe | None = None
-        if self.target is None:
-            db = self.db.ensure(point)
-            url, app = self._start_app(point, db, run_dir)
-            probe_dsn: str | None = db.dsn
-        else:
-            url = self._restart_target(point, run_dir)
-            probe_dsn = self.probe_dsn
+        pooler: PgBouncerSampler | None = None
+        pooled: PgBouncerSample | None = None
+        try:
+            if self.target is None:
+                db = self.db.ensure(point)
+                workers, app = self._start_app(point, self.db.app_database(point, db), run_dir)
+                probe_dsn: str | None = db.dsn
+            else:
+                url = self._restart_target(point, run_dir)
+                workers = AppWorkers(url=url, worker_urls=(url,))
+                probe_dsn = self.probe_dsn
+        except BaseException:
+            self.db.stop_bouncer()
+            raise
+        url = workers.url
         started = postmaster_started(probe_dsn) if probe_dsn else None
         http = httpx.Client(base_url=url, timeout=10.0)
         locust: Child | None = None
         try:
             if probe_dsn:
                 probe = PgProbe(probe_dsn).start()
+            if self.db.bouncer is not None:
+                pooler = PgBouncerSampler(self.db.bouncer)
             locust = self._locust(point, url, run_dir)
             start_timeout_s = point.warmup_s + DEFAULT_WINDOW_GRACE_S
             if self.remote is not None:
                 start_timeout_s += commands.DEFAULT_REMOTE_WORKERS_WAIT_S
             self._wait_marker(run_dir, "start", locust, start_timeout_s)
             # The window opens: app telemetry, Postgres counters and CPU start counting together.
-            telemetry_ok = http.post("/telemetry/reset").status_code < 300
+            telemetry_ok = workers.reset(http)
             sampler = WindowSampler(
                 app_pid=app.pid if app else None,
                 locust_pid=locust.pid,
@@ -330,10 +260,13 @@ class Runner:
                 probe=probe,
             )
             sampler.begin()
+            if pooler is not None:
+                pooler.begin()
             self._wait_marker(run_dir, "end", locust, point.duration_s + DEFAULT_WINDOW_GRACE_S)
             sample = sampler.end()
+            pooled = pooler.end() if pooler is not None else None
             self._check_survived(app, probe_dsn, started)
-            telemetry = http.get("/telemetry").json() if telemetry_ok else None
+            telemetry = workers.read(http) if telemetry_ok else None
             if self.children.wait(locust, DEFAULT_WINDOW_GRACE_S) is None:
                 self.children.stop(locust)
             locust_code = locust.process.returncode
@@ -347,13 +280,16 @@ class Runner:
             http.close()
             if probe is not None:
                 probe.close()
+            if pooler is not None:
+                pooler.close()
             if locust is not None and locust.alive():
                 self.children.stop(locust)
             if app is not None:
                 self.children.stop(app)
+            self.db.stop_bouncer()
         if locust_code not in (0, None, -2):
             raise RunError(f"locust exited with {locust_code}: {locust.log_tail()}")
-        return self._figures(point, run_dir, sample, telemetry)
+        return self._figures(point, run_dir, sample, telemetry, pooled)
 
     def _check_survived(
         self, app: Child | None, probe_dsn: str | None, started: str | None
@@ -362,6 +298,8 @@ class Runner:
         if probe_dsn and started is not None:
             if cause := database_went_away(probe_dsn, started, self.db.server):
                 raise RunError(cause)
+        if cause := self.db.bouncer_went_away():
+            raise RunError(cause)
         if app is not None and not app.alive():
             code = app.process.returncode
             raise RunError(f"the app exited during the run ({code=}): {app.log_tail()}")
@@ -372,6 +310,7 @@ class Runner:
         run_dir: Path,
         sample: WindowSample,
         telemetry: dict[str, Any] | None,
+        pooled: PgBouncerSample | None = None,
     ) -> Measured:
         markers = read_markers(run_dir / WINDOW_FILE)
         window_s = markers["end"] - markers["start"]
@@ -390,6 +329,7 @@ class Runner:
         values = figures.client_figures(summary, window, window_s)
         values |= figures.telemetry_figures(telemetry)
         values |= figures.resource_figures(sample, window_s)
+        values |= (pooled or PgBouncerSample()).figures()
         values["locust_cpu_warning"] = bool(
             summary.get("cpu_warning") or figures.locust_cpu_warning(run_dir / LOCUST_LOG)
         )
@@ -416,7 +356,8 @@ class Runner:
             },
             "requests_by_name": summary.get("by_name", {}),
             "endpoints": figures.endpoint_figures(summary, window),
-            "sampler_errors": sample.errors,
+            "sampler_errors": sample.errors + (pooled.errors if pooled else []),
+            "app_worker_requests": figures.worker_requests(telemetry),
             "max_processes": {
                 "app": sample.app.max_processes,
                 "locust": sample.locust.max_processes,
@@ -464,6 +405,13 @@ def run_sweep(
 ) -> SweepResult:
     """Run every unfinished point of the spec into sweep_dir; Ctrl-C keeps finished points."""
     listener = listener or SweepListener()
+    if any(point.pooler == PGBOUNCER for point in spec.points()):
+        if dsn:
+            raise UsageError(
+                "pooler = pgbouncer needs the throwaway Postgres (PgBouncer logs in with its "
+                "superuser's SCRAM verifier): drop --dsn"
+            )
+        require_pgbouncer()
     # Children run in the checkout; every path they are given must not depend on our cwd.
     sweep_dir = Path(sweep_dir).resolve()
     points = spec.points()
