@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 SPEC ?= bench/specs/quick.toml
 SWEEP ?= $(shell ls -td results/*/ 2>/dev/null | head -1)
 
-.PHONY: install test lint bench report perf clean browser
+.PHONY: install test lint bench report perf clean browser pgbouncer
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +19,11 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || bash scripts/install-chromium.sh
 
-test: install browser
+# Debian's pgbouncer for the PgBouncer sweeps and tests (elsewhere: brew/dnf install pgbouncer).
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || bash scripts/install-pgbouncer.sh
+
+test: install browser pgbouncer
 	$(PY) -m pytest
 
 lint: install

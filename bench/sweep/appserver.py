@@ -71,10 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, help="worker 0: bind the shared socket here")
     parser.add_argument("--fd", type=int, help="workers 1..N-1: the shared socket's fd")
-    parser.add_argument("--private-ports", required=True, help="comma-separated, one per worker")
+    parser.add_argument("--private-ports", default="", help="comma-separated, one per worker")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    ports = [int(p) for p in args.private_ports.split(",")]
+    ports = [int(p) for p in args.private_ports.split(",") if p]
     if (args.port is None) == (args.fd is None):
         parser.error("give exactly one of --port (worker 0) and --fd")
     children: list[subprocess.Popen[bytes]] = []
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = _server(args.log_level)
     failed = False
     try:
-        asyncio.run(_serve(server, [shared, _private_socket(ports[0])], children))
+        private = [_private_socket(ports[0])] if ports else []
+        asyncio.run(_serve(server, [shared, *private], children))
     finally:
         for child in children:
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -46,13 +46,15 @@ def downstream_argv(port: int, latency_ms: float) -> list[str]:
     return argv + ["--latency-ms", f"{latency_ms:g}"]
 
 
-def app_argv(port: int, private_ports: Sequence[int]) -> list[str]:
-    """The sample app as len(private_ports) uvicorn workers sharing a loopback port.
+def app_argv(port: int, private_ports: Sequence[int] = ()) -> list[str]:
+    """The sample app as uvicorn workers sharing a loopback port (`bench.sweep.appserver`).
 
-    `bench.sweep.appserver`: each worker also listens on its own private port, for telemetry.
+    One worker per private port, each also listening there (for its telemetry); without
+    private ports, one worker on the shared port only.
     """
     argv = [sys.executable, "-m", "bench.sweep.appserver", "--port", str(port)]
-    argv += ["--private-ports", ",".join(map(str, private_ports))]
+    if private_ports:
+        argv += ["--private-ports", ",".join(map(str, private_ports))]
     return argv + ["--log-level", "warning"]
 
 

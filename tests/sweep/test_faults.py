@@ -123,7 +123,7 @@ def test_an_app_that_dies_mid_run_fails_the_run(tmp_path: Path) -> None:
     sweep = start(tmp_path, *WINDOWED)
     try:
         wait_until(lambda: in_window(tmp_path), 90, "the measured window")
-        child(sweep, "uvicorn sample_app.main:app").kill()
+        child(sweep, "bench.sweep.appserver").kill()
     finally:
         code, stderr = finish(sweep)
     assert code == 1, stderr

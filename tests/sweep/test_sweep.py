@@ -24,6 +24,7 @@ from bench.sweep.pg import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = "bench/specs/quick.toml"
+APP = "bench.sweep.appserver"  # the sample app's workers
 # docs/DESIGN.md, "runs.csv columns": the analysis reads exactly these.
 DESIGN_COLUMNS = (
     "run_id, scenario, repetition, pool_size, max_overflow, http_concurrency_limit, users, "
@@ -261,7 +262,7 @@ def test_ctrl_c_stops_every_child_and_keeps_finished_runs(tmp_path: Path) -> Non
         first = "p2-o0-s20-u8-q1-r1"
         wait_until(lambda: any((tmp_path).glob(f"*/runs/{first}/run.json")), 90, "the first run")
         wait_until(
-            lambda: has_child(sweep.pid, "uvicorn") and has_child(sweep.pid, "locust"),
+            lambda: has_child(sweep.pid, APP) and has_child(sweep.pid, "locust"),
             30,
             "the second run's app and Locust",
         )
@@ -293,7 +294,7 @@ def test_ctrl_c_stops_every_child_and_keeps_finished_runs(tmp_path: Path) -> Non
 def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     sweep = start_sweep(tmp_path)
     try:
-        wait_until(lambda: has_child(sweep.pid, "uvicorn"), 60, "the app")
+        wait_until(lambda: has_child(sweep.pid, APP), 60, "the app")
         children = descendants(sweep.pid)
         sweep.send_signal(signal.SIGTERM)
         assert sweep.wait(timeout=60) == 128 + signal.SIGTERM
