@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from bench.sweep.pgbouncer import PgBouncerSampler, PgBouncerServer, require_pgb
 from bench.sweep.pgwire import SimpleQueryClient, WireError
 from bench.sweep.runner import run_sweep
 from tests.sweep.test_sweep import only_dir, read_rows
+from tests.sweep.test_sweep import run_sweep as sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = """
@@ -166,14 +165,7 @@ def test_a_pgbouncer_sweep_queues_many_clients_on_few_server_connections(tmp_pat
     spec = tmp_path / "pgb.toml"
     spec.write_text(SPEC)
     before = bouncers()
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "sweep", str(spec), "--out", str(tmp_path / "out")]
-        + ["--no-report"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = sweep(str(spec), "--out", str(tmp_path / "out"), "--no-report", timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     sweep_dir = only_dir(tmp_path / "out")
     (row,) = read_rows(sweep_dir)[1]

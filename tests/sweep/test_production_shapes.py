@@ -16,6 +16,7 @@ from bench.spec import Demand, Fleet, Point
 from bench.sweep.appworkers import combine
 from bench.sweep.figures import label_bottleneck
 from tests.sweep.test_sweep import only_dir, read_rows
+from tests.sweep.test_sweep import run_sweep as sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = """
@@ -161,14 +162,7 @@ def test_two_workers_open_twice_the_connections_of_one(tmp_path: Path) -> None:
     spec = tmp_path / "workers.toml"
     spec.write_text(SPEC)
     before = {p.pid for p in appservers()}
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "sweep", str(spec), "--out", str(tmp_path / "out")]
-        + ["--no-report"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = sweep(str(spec), "--out", str(tmp_path / "out"), "--no-report", timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     sweep_dir = only_dir(tmp_path / "out")
     rows = {int(r["app_workers"]): r for r in read_rows(sweep_dir)[1]}
