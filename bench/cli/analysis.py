@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -114,8 +115,21 @@ def _finish(analysis: Analysis, thresholds: list[Threshold], json_path: Path | N
 # --- analyze -------------------------------------------------------------------------------
 
 
+def _shape_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """The production-shape columns worth a column: only when not every run is the default."""
+    shown = {}
+    if "app_workers" in frame and (frame["app_workers"].fillna(1) > 1).any():
+        shown["workers"] = "app_workers"
+    if "pooler" in frame and (frame["pooler"] == "pgbouncer").any():
+        shown["pgb pool"] = "pgbouncer_pool_size"
+    return shown
+
+
 def _config_table(analysis: Analysis) -> Table:
     table = Table(title=f"Configs of {analysis.sweep.name} (mean of repetitions)")
+    shape = _shape_columns(analysis.table)
+    for header in shape:
+        table.add_column(header, justify="right")
     for header in (
         "pool",
         "overflow",
@@ -143,6 +157,7 @@ def _config_table(analysis: Analysis) -> Table:
             break
         is_rec = analysis.is_recommended(row)
         table.add_row(
+            *(num(row[column], 0) if pd.notna(row[column]) else "-" for column in shape.values()),
             num(row["pool_size"], 0),
             num(row["max_overflow"], 0),
             num(row["http_concurrency_limit"], 0),
