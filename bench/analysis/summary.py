@@ -11,7 +11,7 @@ from bench.analysis.analyse import Analysis, ModelComparison
 from bench.analysis.models import ModelResult, SizingInputs
 from bench.analysis.optimum import row_process_connections
 from bench.analysis.thresholds import Threshold
-from bench.spec import Fleet
+from bench.spec import Demand, Fleet
 
 
 def model_json(result: ModelResult, fleet: Fleet | None) -> dict[str, Any]:
@@ -111,6 +111,7 @@ def summary(
                 "workers_per_instance": fleet.workers_per_instance,
                 "max_connections": fleet.max_connections,
                 "reserved_connections": fleet.reserved_connections,
+                "pgbouncer_instances": fleet.pgbouncer_instances,
                 "per_process": fleet.per_process,
                 # Every pool the recommended config's process opens (SQLAlchemy + asyncpg).
                 "recommended_per_process": None
@@ -119,6 +120,10 @@ def summary(
                 "measured_peak_connections": None
                 if analysis.recommended is None
                 else analysis.recommended.get("pg_peak_connections"),
+                # What the fleet opens at the recommended config (bench.spec.Demand).
+                "server_connections": None
+                if analysis.recommended is None
+                else fleet.total(Demand.of(analysis.recommended)),
                 "fits": analysis.headline.optimum.fits_fleet,
             },
             "workloads": workloads,
