@@ -44,6 +44,8 @@ _EXPORTS = {
     "hikari_pool": "bench.analysis.models",
     "erlang_pool": "bench.analysis.models",
     "fit_usl": "bench.analysis.models",
+    "instrument": "bench.instrument",
+    "Instrumentation": "bench.instrument",
     "render_analysis": "bench.report.html",
     "render_comparison": "bench.report.html",
 }
@@ -51,6 +53,7 @@ __all__ = [
     "Analysis",
     "EndpointSlo",
     "Fleet",
+    "Instrumentation",
     "PoolbenchError",
     "RunError",
     "SizingInputs",
@@ -67,6 +70,7 @@ __all__ = [
     "find_optimum",
     "fit_usl",
     "hikari_pool",
+    "instrument",
     "littles_pool",
     "load_spec",
     "load_sweep",
@@ -99,6 +103,7 @@ if TYPE_CHECKING:
     from bench.analysis.summary import summary
     from bench.analysis.thresholds import check_thresholds, parse_threshold
     from bench.errors import PoolbenchError, RunError, UsageError
+    from bench.instrument import Instrumentation, instrument
     from bench.report.html import render_analysis, render_comparison
     from bench.spec import EndpointSlo, Fleet, Slo, SweepSpec
     from bench.specfile import load_spec

@@ -11,9 +11,9 @@ import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bench.instrument import InstrumentedPool, Telemetry
 from sample_app.config import Settings
-from sample_app.db import PgPool
-from sample_app.telemetry import Telemetry
+from sample_app.telemetry import HttpTelemetry
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Resources:
 
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    pg_pool: PgPool
+    pg_pool: InstrumentedPool
     http_client: httpx.AsyncClient
     http_semaphore: asyncio.Semaphore
     user_ids: UserIds
@@ -53,6 +53,12 @@ def get_telemetry(request: Request) -> Telemetry:
     """Return this app's telemetry."""
     telemetry: Telemetry = request.app.state.telemetry
     return telemetry
+
+
+def get_http_telemetry(request: Request) -> HttpTelemetry:
+    """Return this app's downstream-call telemetry (the `http` section of /telemetry)."""
+    http: HttpTelemetry = request.app.state.http_telemetry
+    return http
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
@@ -81,7 +87,7 @@ def get_http_semaphore(resources: ResourcesDep) -> asyncio.Semaphore:
     return resources.http_semaphore
 
 
-def get_pg_pool(resources: ResourcesDep) -> PgPool:
+def get_pg_pool(resources: ResourcesDep) -> InstrumentedPool:
     """Return the direct asyncpg pool."""
     return resources.pg_pool
 
@@ -92,6 +98,7 @@ def get_pg_pool(resources: ResourcesDep) -> PgPool:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
+HttpTelemetryDep = Annotated[HttpTelemetry, Depends(get_http_telemetry)]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
 HttpSemaphoreDep = Annotated[asyncio.Semaphore, Depends(get_http_semaphore)]
-PgPoolDep = Annotated[PgPool, Depends(get_pg_pool)]
+PgPoolDep = Annotated[InstrumentedPool, Depends(get_pg_pool)]

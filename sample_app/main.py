@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from bench.instrument import Instrumentation, instrument
 from sample_app.config import Settings, get_settings
 from sample_app.db import (
     build_engine,
@@ -28,14 +29,13 @@ from sample_app.db import (
 from sample_app.deps import Resources, UserIds
 from sample_app.middleware import (
     AccessLogMiddleware,
-    InFlightMiddleware,
     RequestIDMiddleware,
     TimingMiddleware,
     UnhandledErrorMiddleware,
 )
 from sample_app.problems import REQUEST_ID_HEADER, install_problem_handlers
 from sample_app.routes import ROUTERS, UNCOUNTED_PATHS
-from sample_app.telemetry import Telemetry
+from sample_app.telemetry import HttpTelemetry
 
 logger = logging.getLogger("sample_app")
 
@@ -67,14 +67,14 @@ def _http_client(settings: Settings) -> httpx.AsyncClient:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create every pool and client once; close them all on shutdown, even after a failure."""
     settings: Settings = app.state.settings
-    telemetry: Telemetry = app.state.telemetry
+    probe: Instrumentation = app.state.poolbench
     configure_logging(settings)
     async with AsyncExitStack() as stack:
-        engine = build_engine(settings, telemetry.sqlalchemy)
+        engine = build_engine(settings, probe)
         stack.push_async_callback(engine.dispose)
         if settings.create_schema:
             await create_schema(engine)
-        pg_pool = await create_pg_pool(settings, telemetry.asyncpg)
+        pg_pool = await create_pg_pool(settings, probe)
         stack.push_async_callback(pg_pool.close)
         http_client = await stack.enter_async_context(_http_client(settings))
         app.state.resources = Resources(
@@ -104,24 +104,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for these settings (default: from the environment); connect nothing yet."""
     settings = settings or get_settings()
-    telemetry = Telemetry(
-        db_pool_size=settings.db_pool_size,
-        db_max_overflow=settings.db_max_overflow,
-        pg_pool_max_size=settings.pg_pool_max_size,
-        http_concurrency_limit=settings.http_concurrency_limit,
-    )
     app = FastAPI(
         title="poolbench sample app",
         lifespan=lifespan,
-        # Outermost first. In-flight counting sees the whole request; CORS answers preflights
-        # before anything else runs; the request id wraps timing and logging so both can use it;
-        # an unhandled error becomes a response innermost, so every other layer sees a response.
+        # Outermost first (instrument() adds in-flight counting outside all of these). CORS
+        # answers preflights before anything else runs; the request id wraps timing and logging
+        # so both can use it; an unhandled error becomes a response innermost, so every other
+        # layer sees a response.
         middleware=[
-            Middleware(
-                InFlightMiddleware,
-                telemetry=telemetry.requests,
-                uncounted=UNCOUNTED_PATHS,
-            ),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
@@ -136,10 +126,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.state.settings = settings
-    app.state.telemetry = telemetry
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    # The same helper any service uses: pools, requests, /telemetry and /metrics. The engine and
+    # the asyncpg pool are added by the lifespan, which makes them.
+    probe = instrument(app, uncounted_paths=UNCOUNTED_PATHS)
+    http = HttpTelemetry(limit=settings.http_concurrency_limit, registry=probe.telemetry.registry)
+    probe.telemetry.add_section("http", http)
+    app.state.telemetry = probe.telemetry
+    app.state.http_telemetry = http
     return app
 
 

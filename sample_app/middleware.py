@@ -1,4 +1,4 @@
-"""In-flight, request id, Server-Timing, access-log and error middleware, as pure ASGI classes.
+"""Request id, Server-Timing, access-log and error middleware, as pure ASGI classes.
 
 Pure ASGI rather than Starlette's BaseHTTPMiddleware: BaseHTTPMiddleware runs the rest of the
 app in a separate task and streams the response through a memory channel, so context variables
@@ -14,60 +14,20 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
 from contextvars import ContextVar
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bench.instrument import RequestPoolWait, current_pool_wait
 from sample_app.problems import REQUEST_ID_HEADER, unhandled_error_response
-from sample_app.telemetry import (
-    RequestActivity,
-    RequestPoolWait,
-    RequestTelemetry,
-    current_pool_wait,
-    current_request,
-)
 
 # Accept a caller's id only if it is short and plain, so it is safe to log and echo.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_logger = logging.getLogger("sample_app.access")
-
-
-class InFlightMiddleware:
-    """Count HTTP requests in flight and the SQL statements each sends (RequestTelemetry).
-
-    Each counted request gets a RequestActivity in `current_request`, which the DB hooks and the
-    fan-out also use to know the connections the request holds.
-
-    Outermost, so a request counts from the moment the app gets it until its response is sent.
-    The paths in `uncounted` (telemetry, metrics, health) are passed straight through: probing
-    the measurement must not change it.
-    """
-
-    def __init__(
-        self, app: ASGIApp, *, telemetry: RequestTelemetry, uncounted: Iterable[str]
-    ) -> None:
-        self.app = app
-        self.telemetry = telemetry
-        self.uncounted = frozenset(uncounted)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.uncounted:
-            await self.app(scope, receive, send)
-            return
-        activity = RequestActivity()
-        self.telemetry.start(time.perf_counter())
-        token = current_request.set(activity)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            current_request.reset(token)
-            # Also on errors and cancellation: the request has left the app either way.
-            self.telemetry.finish(time.perf_counter(), activity.count)
 
 
 class RequestIDMiddleware:

@@ -19,9 +19,9 @@ from sqlalchemy import text
 from sample_app.deps import (
     HttpClientDep,
     HttpSemaphoreDep,
+    HttpTelemetryDep,
     ResourcesDep,
     SettingsDep,
-    TelemetryDep,
 )
 from sample_app.problems import DownstreamError, DownstreamTimeoutError
 from sample_app.schemas import FanoutOut
@@ -64,7 +64,7 @@ async def _fan_out(
 async def fanout(
     client: HttpClientDep,
     semaphore: HttpSemaphoreDep,
-    telemetry: TelemetryDep,
+    telemetry: HttpTelemetryDep,
     settings: SettingsDep,
     resources: ResourcesDep,
     calls: Annotated[int, Query(ge=1, le=MAX_CALLS)] = 5,
@@ -84,11 +84,11 @@ async def fanout(
                 # read stays checked out, idle, until the last downstream call is done.
                 async with resources.sessionmaker() as session:
                     await session.execute(text("select 1"))
-                    await _fan_out(calls, client, semaphore, telemetry.http)
+                    await _fan_out(calls, client, semaphore, telemetry)
             else:
-                await _fan_out(calls, client, semaphore, telemetry.http)
+                await _fan_out(calls, client, semaphore, telemetry)
     except TimeoutError:
-        telemetry.http.record_timeout()
+        telemetry.record_timeout()
         raise DownstreamTimeoutError(
             f"downstream calls did not finish within {settings.http_timeout_s:g} s"
         ) from None
@@ -96,7 +96,7 @@ async def fanout(
         # A call failed, so the group cancelled its siblings; map what failed to a status.
         timeouts, rest = group_error.split(httpx.TimeoutException)
         if timeouts is not None and rest is None:
-            telemetry.http.record_timeout()
+            telemetry.record_timeout()
             raise DownstreamTimeoutError("downstream call timed out") from group_error
         failed, unexpected = group_error.split(httpx.HTTPError)
         if unexpected is not None:

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
+from bench.instrument import PoolTelemetry
 from sample_app.deps import ResourcesDep, TelemetryDep
 from sample_app.schemas import HealthOut, PoolStatus
-from sample_app.telemetry import PoolTelemetry
 
 router = APIRouter(tags=["health"])
 
@@ -44,9 +44,7 @@ async def health(resources: ResourcesDep, telemetry: TelemetryDep, response: Res
             await conn.execute(text("select 1"))
 
     async def asyncpg_probe() -> None:
-        async with resources.pg_pool.acquire(
-            timeout_s=CHECK_TIMEOUT_S, simulate_latency=False
-        ) as conn:
+        async with resources.pg_pool.acquire(timeout_s=CHECK_TIMEOUT_S, rewrite=False) as conn:
             await conn.fetchval("select 1")
 
     async def downstream_probe() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from bench.instrument import RequestActivity, current_request
 from bench.sweep.pg import free_port
-from sample_app.telemetry import RequestActivity, current_request
 from tests.app.app_helpers import (
     AppRunner,
     Downstream,
@@ -30,13 +30,18 @@ async def test_fanout_never_exceeds_the_semaphore(
         started = time.perf_counter()
         response = await client.get("/fanout", params={"calls": 12})
         elapsed = time.perf_counter() - started
-        http = app.state.telemetry.snapshot().http
+        http = app.state.telemetry.snapshot()["http"]
     assert response.status_code == 200, response.text
     assert response.json()["calls"] == 12
     stats = stub.stats()
     assert stats["peak_in_flight"] == 3
     assert stats["completed"] == 12
-    assert (http.limit, http.peak_in_flight, http.in_flight, http.calls) == (3, 3, 0, 12)
+    assert (http["limit"], http["peak_in_flight"], http["in_flight"], http["calls"]) == (
+        3,
+        3,
+        0,
+        12,
+    )
     # Four waves of three 100 ms calls.
     assert 0.4 <= elapsed < 2.0
 
@@ -59,11 +64,11 @@ async def test_fanout_deadline_is_a_quick_504_without_leaks(
         started = time.perf_counter()
         response = await client.get("/fanout", params={"calls": 4})
         elapsed = time.perf_counter() - started
-        http = app.state.telemetry.snapshot().http
+        http = app.state.telemetry.snapshot()["http"]
     body = assert_problem(response, 504)
     assert body["type"] == "urn:poolbench:problem:downstream-timeout"
     assert elapsed < 1.0
-    assert http.in_flight == 0 and http.timeouts == 1 and http.calls == 4
+    assert http["in_flight"] == 0 and http["timeouts"] == 1 and http["calls"] == 4
     # The cancelled calls closed their connections: the stub stops waiting for them.
     async with asyncio.timeout(2.5):
         while (stats := stub.stats())["cancelled"] < 4:
@@ -74,10 +79,10 @@ async def test_fanout_deadline_is_a_quick_504_without_leaks(
 async def test_unreachable_downstream_is_502(run_app: AppRunner) -> None:
     async with run_app(downstream_url=f"http://127.0.0.1:{free_port()}") as (app, client):
         response = await client.get("/fanout", params={"calls": 3})
-        http = app.state.telemetry.snapshot().http
+        http = app.state.telemetry.snapshot()["http"]
     body = assert_problem(response, 502)
     assert body["detail"] == "downstream call failed: ConnectError"
-    assert http.in_flight == 0
+    assert http["in_flight"] == 0
 
 
 async def test_fanout_default_downstream(run_app: AppRunner, downstream: Downstream) -> None:
@@ -121,26 +126,26 @@ async def test_hold_session_counts_waits_holding_a_connection(
     async with run_app(downstream_url=stub.url, http_concurrency_limit=2) as (app, client):
         await client.post("/telemetry/reset")
         released = await client.get("/fanout", params={"calls": 6})
-        after_default = app.state.telemetry.snapshot().http
+        after_default = app.state.telemetry.snapshot()["http"]
         held = await concurrently(
             *(client.get("/fanout", params={"calls": 6, "hold_session": True}) for _ in range(2))
         )
-        http = app.state.telemetry.snapshot().http
-        pool = app.state.telemetry.snapshot().sqlalchemy
+        http = app.state.telemetry.snapshot()["http"]
+        pool = app.state.telemetry.snapshot()["sqlalchemy"]
         metrics = (await client.get("/metrics")).text
     assert released.status_code == 200 and all(r.status_code == 200 for r in held)
     # The default route holds no connection: its four queued calls (six calls, two slots) count
     # as semaphore waits, none as waits holding a connection.
-    assert after_default.semaphore_wait_ms.count == 6
-    assert after_default.semaphore_wait_ms.max >= 50
-    assert after_default.waiting_holding_connection == 0
-    assert after_default.peak_connections_held_waiting == 0
+    assert after_default["semaphore_wait_ms"]["count"] == 6
+    assert after_default["semaphore_wait_ms"]["max"] >= 50
+    assert after_default["waiting_holding_connection"] == 0
+    assert after_default["peak_connections_held_waiting"] == 0
     # Two requests each holding a session: twelve calls, two slots, ten queued, every one of
     # them while its request held a connection; the two connections count once each.
-    assert http.waiting_holding_connection == 10
-    assert http.peak_connections_held_waiting == 2
-    assert http.connections_held_waiting == 0
-    assert pool.checked_out == 0 and pool.peak_checked_out >= 2
+    assert http["waiting_holding_connection"] == 10
+    assert http["peak_connections_held_waiting"] == 2
+    assert http["connections_held_waiting"] == 0
+    assert pool["checked_out"] == 0 and pool["peak_checked_out"] >= 2
     assert "poolbench_http_semaphore_waits_holding_connection_total 10.0" in metrics
     assert "poolbench_http_peak_connections_held_waiting 2.0" in metrics
     assert "poolbench_http_semaphore_wait_seconds_count 18.0" in metrics

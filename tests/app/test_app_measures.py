@@ -22,10 +22,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, insert, select, update
 
+from bench.instrument import RequestTelemetry
 from bench.sweep.pg import free_port
 from sample_app.db import fold_sim_latency
 from sample_app.models import Order
-from sample_app.telemetry import RequestTelemetry
 from tests.app.app_helpers import (
     ROOT,
     AppDatabase,
@@ -64,7 +64,7 @@ async def prepared_executions(app: FastAPI) -> list[tuple[str, int]]:
     async with resources.engine.connect() as conn:
         result = await conn.exec_driver_sql(PREPARED, (SLEEP,))
         rows = [(str(statement), int(executions)) for statement, executions in result]
-    async with resources.pg_pool.acquire(simulate_latency=False) as raw:
+    async with resources.pg_pool.acquire(rewrite=False) as raw:
         rows += [(r["statement"], r["executions"]) for r in await raw.fetch(PREPARED, SLEEP)]
     return rows
 
@@ -121,9 +121,9 @@ async def test_pre_ping_and_transaction_control_are_not_statements(
         snapshot = app.state.telemetry.snapshot()
     # Every request checked a connection out (and pinged it when pre_ping is on), began and
     # rolled back a transaction: none of that is a statement the handler sent.
-    assert snapshot.sqlalchemy.acquire_wait_ms.count == 4
-    assert snapshot.requests.statements == 4
-    assert snapshot.requests.statements_per_request == 1
+    assert snapshot["sqlalchemy"]["acquire_wait_ms"]["count"] == 4
+    assert snapshot["requests"]["statements"] == 4
+    assert snapshot["requests"]["statements_per_request"] == 1
 
 
 async def test_statements_outside_requests_do_not_count(run_app: AppRunner) -> None:
@@ -333,9 +333,9 @@ def test_in_flight_integral_is_exact() -> None:
     telemetry.finish(5.0, statements=1)
     snapshot = telemetry.snapshot(now=5.5, window_s=3.0)
     # Area since the reset: 2 x 0.5 + 1 x 2 = 3 request-seconds over 3 s.
-    assert snapshot.inflight_mean == 1.0
-    assert (snapshot.inflight_peak, snapshot.completed, snapshot.statements) == (2, 2, 3)
-    assert snapshot.statements_per_request == 1.5
+    assert snapshot["inflight_mean"] == 1.0
+    assert (snapshot["inflight_peak"], snapshot["completed"], snapshot["statements"]) == (2, 2, 3)
+    assert snapshot["statements_per_request"] == 1.5
     assert telemetry.area(5.5) == 1 + 2 + 2  # since start: 1 x 1 + 2 x 1 + 1 x 2
 
 

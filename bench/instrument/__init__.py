@@ -1,0 +1,138 @@
+"""Measure your own FastAPI or Starlette service as poolbench measures its sample app.
+
+    from bench.instrument import instrument
+
+    app = FastAPI()
+    engine = create_async_engine(url, pool_size=10)
+    probe = instrument(app, engine=engine, uncounted_paths=["/health"])
+
+    @asynccontextmanager
+    async def lifespan(app):  # an asyncpg pool is made later: wrap it then
+        raw = await asyncpg.create_pool(dsn, init=probe.asyncpg_init())
+        app.state.pg = probe.wrap_asyncpg_pool(raw)  # use app.state.pg.acquire()
+        ...
+
+This adds the checkout timer, lease (hold) times, requests in flight, statements per request,
+`GET /telemetry` (+ `POST /telemetry/reset`, `GET /telemetry/totals`) and Prometheus
+`GET /metrics`. Only starlette, sqlalchemy, asyncpg and prometheus_client are imported: this
+runs inside services. `poolbench observe URL` turns the figures into pool sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import asyncpg
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from bench.instrument.context import (
+    RequestActivity,
+    RequestPoolWait,
+    count_statement,
+    current_pool_wait,
+    current_request,
+    hold_connection,
+    release_connection,
+)
+from bench.instrument.engine import instrument_engine
+from bench.instrument.middleware import InFlightMiddleware
+from bench.instrument.pgpool import (
+    AcquireTimeoutError,
+    ConnectionInit,
+    CountedConnection,
+    InstrumentedPool,
+    counting_init,
+)
+from bench.instrument.routes import METRICS_PATH, TELEMETRY_PATH, telemetry_endpoints
+from bench.instrument.telemetry import PoolTelemetry, RequestTelemetry, Telemetry
+from bench.instrument.window import DEFAULT_WINDOW_SAMPLES, WindowHistogram, percentile
+
+__all__ = [
+    "AcquireTimeoutError",
+    "CountedConnection",
+    "InFlightMiddleware",
+    "Instrumentation",
+    "InstrumentedPool",
+    "PoolTelemetry",
+    "RequestActivity",
+    "RequestPoolWait",
+    "RequestTelemetry",
+    "Telemetry",
+    "WindowHistogram",
+    "count_statement",
+    "current_pool_wait",
+    "current_request",
+    "hold_connection",
+    "instrument",
+    "percentile",
+    "release_connection",
+]
+
+
+@dataclass(frozen=True)
+class Instrumentation:
+    """What `instrument` returns: the app's Telemetry and ways to add pools made later."""
+
+    telemetry: Telemetry
+    asyncpg_pool: InstrumentedPool | None = None
+
+    def add_engine(self, engine: AsyncEngine | Engine) -> None:
+        """Measure a SQLAlchemy engine's pool (one engine per app)."""
+        instrument_engine(engine, self.telemetry.sqlalchemy)
+
+    def wrap_asyncpg_pool(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        acquire_timeout_s: float | None = None,
+        rewrite: Callable[[str], str] | None = None,
+    ) -> InstrumentedPool:
+        """Wrap an asyncpg pool: lease connections through the result's `acquire()`."""
+        return InstrumentedPool(
+            pool, self.telemetry.asyncpg, acquire_timeout_s=acquire_timeout_s, rewrite=rewrite
+        )
+
+    def asyncpg_init(self, init: ConnectionInit | None = None) -> ConnectionInit:
+        """`init=` for asyncpg.create_pool (calling yours after) to count connections."""
+        return counting_init(self.telemetry.asyncpg, init)
+
+
+def instrument(
+    app: Starlette,
+    *,
+    engine: AsyncEngine | Engine | None = None,
+    asyncpg_pool: asyncpg.Pool | None = None,
+    acquire_timeout_s: float | None = None,
+    uncounted_paths: Iterable[str] = (),
+    telemetry_path: str | None = TELEMETRY_PATH,
+    metrics_path: str | None = METRICS_PATH,
+    window_samples: int = DEFAULT_WINDOW_SAMPLES,
+) -> Instrumentation:
+    """Add pool and request telemetry, `/telemetry` and `/metrics` to a FastAPI/Starlette app.
+
+    Call before the app starts serving. The in-flight middleware becomes the outermost one.
+    Requests to the telemetry endpoints and to `uncounted_paths` (health checks) are not counted.
+    """
+    telemetry = Telemetry(window_samples=window_samples)
+    endpoints = telemetry_endpoints(
+        telemetry, telemetry_path=telemetry_path, metrics_path=metrics_path
+    )
+    uncounted = {path for _, path, _ in endpoints} | set(uncounted_paths)
+    app.add_middleware(InFlightMiddleware, telemetry=telemetry.requests, uncounted=uncounted)
+    for method, path, endpoint in endpoints:
+        add_api_route = getattr(app, "add_api_route", None)
+        if add_api_route is not None:  # FastAPI: documented in its OpenAPI schema
+            add_api_route(path, endpoint, methods=[method], tags=["telemetry"])
+        else:
+            app.add_route(path, endpoint, methods=[method])
+    probe = Instrumentation(telemetry)
+    if engine is not None:
+        probe.add_engine(engine)
+    if asyncpg_pool is not None:
+        wrapped = probe.wrap_asyncpg_pool(asyncpg_pool, acquire_timeout_s=acquire_timeout_s)
+        probe = Instrumentation(telemetry, wrapped)
+    app.state.poolbench = probe
+    return probe
