@@ -216,7 +216,10 @@ def _objectives(raw: Mapping[str, Any], prefix: str) -> dict[str, float]:
     if "p95_ms" in raw:
         values["p95_ms"] = _num(raw["p95_ms"], f"{prefix}p95_ms", 0, MAX_MS, strict=True)
     if "max_error_rate" in raw:
-        values["max_error_rate"] = _num(raw["max_error_rate"], f"{prefix}max_error_rate", 0, 1)
+        rate = raw["max_error_rate"]
+        if not (_is_number(rate) and 0 <= rate <= 1):
+            raise _Invalid(f"{prefix}max_error_rate", "must be a fraction between 0 and 1")
+        values["max_error_rate"] = float(rate)
     return values
 
 
