@@ -97,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     try:
         private = [_private_socket(ports[0])] if ports else []
-        asyncio.run(_serve(server, [shared, *private], children))
+        # uvicorn's own loop choice (uvloop when installed), as `uvicorn` on the command line.
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(_serve(server, [shared, *private], children))
     finally:
         for child in children:
             with contextlib.suppress(subprocess.TimeoutExpired):
