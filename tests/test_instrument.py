@@ -105,7 +105,7 @@ async def test_minimal_app_serves_the_sample_apps_telemetry_fields(pg: Database)
     # Everything the sample app serves but its own downstream section, down to the last key.
     expected.pop("http")
     assert key_tree(body) == key_tree(expected)
-    assert body["totals"].keys() == totals.keys() == {"uptime_s", "requests", "pools"}
+    assert body["totals"].keys() == totals.keys() == {"pid", "uptime_s", "requests", "pools"}
     assert sorted(totals["pools"]) == ["asyncpg", "sqlalchemy"]
     assert reset.status_code == 200 and metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bench.analysis.analyse import Analysis
 from bench.analysis.models import DEFAULT_HEADROOM
 from bench.errors import Inconclusive, UsageError
 from bench.fmt import num, opt_float, pct
-from bench.spec import Demand
+from bench.spec import Demand, Fleet
 
 # SQLAlchemy's default; kept when there is no SLO to derive a fail-fast timeout from.
 DEFAULT_POOL_TIMEOUT_S = 30
@@ -19,11 +20,16 @@ DEFAULT_PG_MIN_SIZE = 1
 DEFAULT_UNUSED_PG_POOL = 2  # health checks only
 
 
-def pool_timeout_s(analysis: Analysis) -> int:
+def fail_fast_timeout_s(p95_slo_ms: float | None) -> int:
     """Fail fast: a request that waits ~4x its p95 budget for a connection has already failed."""
-    if analysis.slo.p95_ms is None:
+    if p95_slo_ms is None:
         return DEFAULT_POOL_TIMEOUT_S
-    return max(1, math.ceil(4 * analysis.slo.p95_ms / 1000))
+    return max(1, math.ceil(4 * p95_slo_ms / 1000))
+
+
+def pool_timeout_s(analysis: Analysis) -> int:
+    """The fail-fast pool_timeout for a sweep's SLO."""
+    return fail_fast_timeout_s(analysis.slo.p95_ms)
 
 
 def asyncpg_pool(rec: Mapping[str, Any], headroom: float = DEFAULT_HEADROOM) -> tuple[int, str]:
@@ -48,36 +54,38 @@ def asyncpg_pool(rec: Mapping[str, Any], headroom: float = DEFAULT_HEADROOM) -> 
     return size, why
 
 
-def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -> str:
-    """The env vars, engine kwargs, reasons and risk flags for the recommended config."""
-    if analysis.headline.optimum.inconclusive:
-        raise Inconclusive(f"{analysis.sweep.name}: {analysis.headline.optimum.reason}")
-    rec = analysis.recommended
-    if rec is None or math.isnan(float(rec.get("pool_size", math.nan))):
-        raise UsageError(
-            f"{analysis.sweep.name}: no pool config to recommend (the input has no pool_size)"
-        )
-    pool = int(rec["pool_size"])
-    overflow = int(rec["max_overflow"])
-    direct, direct_why = asyncpg_pool(rec)
-    per_process = pool + overflow + direct
-    timeout = pool_timeout_s(analysis)
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig:
+    """The values a snippet recommends and why; `pg_max_size` None: no direct asyncpg pool."""
+
+    pool_size: int
+    max_overflow: int
+    pool_why: str
+    pg_max_size: int | None
+    pg_why: str = ""
+    p95_slo_ms: float | None = None
+    http_concurrency_limit: int | None = None
+    fleet: Fleet | None = None
+    warnings: Sequence[str] = ()
+
+
+def config_snippet(
+    header: Sequence[str], config: PoolConfig, idle_timeout_s: float | None = None
+) -> str:
+    """The env vars, engine kwargs, reasons and risk flags for `config`, after `header`."""
+    pool, overflow, direct = config.pool_size, config.max_overflow, config.pg_max_size
+    per_process = pool + overflow + (direct or 0)
+    timeout = fail_fast_timeout_s(config.p95_slo_ms)
     recycle = DEFAULT_POOL_RECYCLE_S
     if idle_timeout_s is not None:
         # Recycling below the shortest idle cutoff means no connection idle past it is reused.
         recycle = max(1, min(recycle, math.floor(idle_timeout_s * 0.8)))
-    lines = [
-        f"# poolbench recommendation from {analysis.sweep.name}",
-        f"# {analysis.headline.label}: {analysis.headline.optimum.reason}",
-        f"# measured: {num(rec['rps'])} rps, p50 {num(rec['p50_ms'])} ms, "
-        f"p95 {num(rec['p95_ms'])} ms, p99 {num(rec['p99_ms'])} ms, "
-        f"errors {pct(rec['error_rate'])}",
-        f"# SLO: {analysis.verdict()}",
-    ]
-    if analysis.fleet is not None:
+    lines = list(header)
+    if config.fleet is not None:
+        pools = f"{pool + overflow}" if direct is None else f"{pool + overflow} + {direct}"
         lines.append(
-            f"# fleet (both pools, {pool + overflow} + {direct} per process): "
-            f"{analysis.fleet.describe(per_process)}"
+            f"# fleet ({'both pools' if direct is not None else 'the pool'}, {pools} per "
+            f"process): {config.fleet.describe(per_process)}"
         )
     lines += [
         "",
@@ -86,12 +94,14 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         f"DB_POOL_TIMEOUT_S={timeout}",
         f"DB_POOL_RECYCLE_S={recycle}",
         "DB_POOL_PRE_PING=true",
-        f"PG_POOL_MIN_SIZE={min(DEFAULT_PG_MIN_SIZE, direct)}",
-        f"PG_POOL_MAX_SIZE={direct}",
     ]
-    limit = rec.get("http_concurrency_limit")
-    if limit is not None and not math.isnan(float(limit)):
-        lines.append(f"HTTP_CONCURRENCY_LIMIT={int(limit)}")
+    if direct is not None:
+        lines += [
+            f"PG_POOL_MIN_SIZE={min(DEFAULT_PG_MIN_SIZE, direct)}",
+            f"PG_POOL_MAX_SIZE={direct}",
+        ]
+    if config.http_concurrency_limit is not None:
+        lines.append(f"HTTP_CONCURRENCY_LIMIT={config.http_concurrency_limit}")
     lines += [
         "",
         "engine = create_async_engine(",
@@ -104,13 +114,16 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         ")",
         "",
         "# Why these values:",
-        f"# - pool_size + max_overflow = {pool + overflow}: {analysis.headline.optimum.reason}.",
-        f"# - PG_POOL_MAX_SIZE={direct}: {direct_why}.",
+        f"# - pool_size + max_overflow = {pool + overflow}: {config.pool_why}.",
+    ]
+    if direct is not None:
+        lines.append(f"# - PG_POOL_MAX_SIZE={direct}: {config.pg_why}.")
+    lines += [
         f"# - pool_timeout={timeout} s: "
         + (
-            f"~4x the p95 SLO ({analysis.slo.p95_ms:g} ms); a request waiting longer for a "
+            f"~4x the p95 SLO ({config.p95_slo_ms:g} ms); a request waiting longer for a "
             "connection has already missed its SLO, so fail it fast instead of queueing."
-            if analysis.slo.p95_ms is not None
+            if config.p95_slo_ms is not None
             else "SQLAlchemy's default; set an SLO to derive a fail-fast timeout."
         ),
         f"# - pool_recycle={recycle} s and pool_pre_ping=True: connections that a server or "
@@ -133,10 +146,45 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
             "# - Overflow connections are closed on checkin: under steady load they churn "
             "(connect cost per burst). Prefer pool_size when load is steady."
         )
-    if analysis.fleet is not None and not analysis.fleet.fits(per_process):
+    if config.fleet is not None and not config.fleet.fits(per_process):
         lines.append(
-            f"# - FLEET BUDGET BROKEN: {analysis.fleet.describe(per_process)}. "
-            f"At most {analysis.fleet.per_process} connections per process fit."
+            f"# - FLEET BUDGET BROKEN: {config.fleet.describe(per_process)}. "
+            f"At most {config.fleet.per_process} connections per process fit."
         )
-    lines += [f"# - {w}" for w in analysis.warnings]
+    lines += [f"# - {w}" for w in config.warnings]
     return "\n".join(lines)
+
+
+def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -> str:
+    """The env vars, engine kwargs, reasons and risk flags for the recommended config."""
+    if analysis.headline.optimum.inconclusive:
+        raise Inconclusive(f"{analysis.sweep.name}: {analysis.headline.optimum.reason}")
+    rec = analysis.recommended
+    if rec is None or math.isnan(float(rec.get("pool_size", math.nan))):
+        raise UsageError(
+            f"{analysis.sweep.name}: no pool config to recommend (the input has no pool_size)"
+        )
+    direct, direct_why = asyncpg_pool(rec)
+    limit = rec.get("http_concurrency_limit")
+    header = [
+        f"# poolbench recommendation from {analysis.sweep.name}",
+        f"# {analysis.headline.label}: {analysis.headline.optimum.reason}",
+        f"# measured: {num(rec['rps'])} rps, p50 {num(rec['p50_ms'])} ms, "
+        f"p95 {num(rec['p95_ms'])} ms, p99 {num(rec['p99_ms'])} ms, "
+        f"errors {pct(rec['error_rate'])}",
+        f"# SLO: {analysis.verdict()}",
+    ]
+    config = PoolConfig(
+        pool_size=int(rec["pool_size"]),
+        max_overflow=int(rec["max_overflow"]),
+        pool_why=analysis.headline.optimum.reason,
+        pg_max_size=direct,
+        pg_why=direct_why,
+        p95_slo_ms=analysis.slo.p95_ms,
+        http_concurrency_limit=(
+            int(limit) if limit is not None and not math.isnan(float(limit)) else None
+        ),
+        fleet=analysis.fleet,
+        warnings=analysis.warnings,
+    )
+    return config_snippet(header, config, idle_timeout_s)

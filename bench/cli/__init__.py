@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bench.cli import analysis, compare, db, size, sweep
+from bench.cli import analysis, compare, db, observe, size, sweep
 from bench.cli.common import EXIT_USAGE, print_error
 from bench.errors import UsageError
 
@@ -16,6 +16,7 @@ app.command("report")(analysis.report)
 app.command("recommend")(analysis.recommend)
 app.command("compare")(compare.compare)
 app.command("size")(size.size)
+app.command("observe")(observe.observe)
 # click's UsageError, wherever this typer version keeps click (vendored or the package).
 _CLICK_USAGE_ERROR: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"

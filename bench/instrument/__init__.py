@@ -20,8 +20,11 @@ runs inside services. `poolbench observe URL` turns the figures into pool sizes.
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import Engine
@@ -136,3 +139,19 @@ def instrument(
         probe = Instrumentation(telemetry, wrapped)
     app.state.poolbench = probe
     return probe
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, callable as `instrument(...)`.
+
+    `bench` exports the function `instrument` lazily, but importing this package (say for
+    `bench.instrument.prometheus`) sets the attribute `bench.instrument` to the package, so
+    `from bench import instrument` can find the package instead of the function. Calling the
+    package calls the function, so either way `instrument(app, ...)` works.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Instrumentation:
+        return instrument(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

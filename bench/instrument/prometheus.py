@@ -74,9 +74,14 @@ def parse_metrics(text: str) -> tuple[Reading, list[str]]:
             acquire_wait_buckets=tuple(sorted(buckets.get(name, []))),
             **{field: series.get(sample) for field, sample in POOL_SERIES.items()},
         )
+    figures = {field: plain.get(sample) for field, sample in REQUEST_SERIES.items()}
     reading = Reading(
         source=SOURCE,
+        uptime_s=figures["uptime_s"],
+        in_flight=figures["in_flight"],
+        completed=figures["completed"],
+        statements=figures["statements"],
+        in_flight_s=figures["in_flight_s"],
         pools=pools,
-        **{field: plain.get(sample) for field, sample in REQUEST_SERIES.items()},
     )
     return reading, missing

@@ -41,6 +41,7 @@ class Reading:
     """A service's cumulative counters at one moment; `pools` holds the instrumented ones."""
 
     source: str
+    pid: int | None = None
     uptime_s: float | None = None
     in_flight: float | None = None
     completed: float | None = None
@@ -59,8 +60,10 @@ def reading_from_totals(doc: Mapping[str, Any], source: str = "/telemetry/totals
     """Read a `/telemetry/totals` body (or `/telemetry`'s `totals`); ValueError if malformed."""
     try:
         requests, pools = doc["requests"], doc["pools"]
+        pid = doc.get("pid")
         return Reading(
             source=source,
+            pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
             uptime_s=_number(doc["uptime_s"], "uptime_s"),
             in_flight=_number(requests["in_flight"], "requests.in_flight"),
             completed=_number(requests["completed"], "requests.completed"),

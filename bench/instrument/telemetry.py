@@ -12,6 +12,7 @@ Three views of the same events, all updated on the event loop thread without loc
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
@@ -427,6 +428,8 @@ class Telemetry:
 
     def _totals(self, now: float) -> dict[str, Any]:
         return {
+            # Which process answered: behind one port, several workers each keep their own.
+            "pid": os.getpid(),
             "uptime_s": now - self.started,
             "requests": self.requests.totals(now),
             # Only the pools that are instrumented: an absent pool is not measured, not idle.

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -115,6 +116,17 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> i
 
 
 AppRunner = Callable[..., Any]
+
+
+@contextlib.contextmanager
+def started(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a process with its output in `log` (a pipe could fill and stall it); always stop it."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            stop_process(process)
 
 
 def create_app_with_failing_route() -> FastAPI:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,10 @@ from bench.sweep.arrivals import OUTCOME, RESPONSE_MS, SENT, RequestLog, read_re
 from bench.sweep.pg import Database, free_port
 from sample_app.seed import seed
 from tests.app.app_helpers import (
-    ROOT,
     AppDatabase,
     Downstream,
     create_database,
-    stop_process,
+    started,
     wait_http_ok,
 )
 
@@ -230,17 +228,6 @@ def tree_rss_bytes(pid: int) -> int:
         except psutil.NoSuchProcess:
             pass  # a child that exited between the listing and the read
     return total
-
-
-@contextmanager
-def started(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a process with its output in `log` (a pipe could fill and stall it); always stop it."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield process
-        finally:
-            stop_process(process)
 
 
 async def sample(
