@@ -196,7 +196,8 @@ def test_resume_skips_finished_runs(tiny_sweep: Path) -> None:
 def test_resume_with_a_different_spec_is_refused(tiny_sweep: Path) -> None:
     result = run_sweep(QUICK, "--resume", str(tiny_sweep), "--no-report", timeout=60)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: --resume") and "of the sweep being resumed" in result.stderr
+    assert result.stderr.startswith("error: --resume")
+    assert "of the sweep being resumed" in result.stderr
 
 
 @pytest.mark.slow
