@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.locustfiles import WINDOW_PLUGIN, scenario_path
 from bench.scenario_env import DEFAULT_MAX_INFLIGHT
 from sample_app.config import settings_env
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS_DIR = ROOT / "scenarios"
 SHAPES = ("constant", "step", "spike")
 # What a sweep measures. slo: the open model at the target rate, for the smallest config meeting
 # the SLO; capacity: a closed loop with more users than connections, every point saturated, for
@@ -405,6 +405,8 @@ class SweepSpec:
 
     name: str
     scenario: str
+    # A locustfile of the user's own (absolute path); None: scenarios/<scenario>.py.
+    locustfile: str | None = None
     kind: str = CAPACITY
     shape: str = DEFAULT_SHAPE
     open_model_rps: float = DEFAULT_OPEN_MODEL_RPS
@@ -419,9 +421,20 @@ class SweepSpec:
     target: Target | None = None
     app_env: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def locust_files(self) -> tuple[str, ...]:
+        """What Locust's -f runs: the scenario, or the user's file and the window's listeners."""
+        if self.locustfile is not None:
+            return (self.locustfile, str(WINDOW_PLUGIN))
+        return (str(scenario_path(self.scenario)),)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the spec in its TOML layout (what manifest.json stores)."""
         raw = asdict(self)
+        if self.locustfile is None:
+            del raw["locustfile"]
+        else:
+            del raw["scenario"]  # the file names it
         raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if v}
         raw["app_env"] = dict(self.app_env)
         if self.target is None:

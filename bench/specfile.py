@@ -5,7 +5,6 @@ Any problem is one UsageError line that names the file and the field.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
@@ -16,6 +15,13 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from bench.errors import UsageError
+from bench.locustfiles import (
+    OPEN_MODEL_USER,
+    defines_user,
+    known_scenarios,
+    scenario_path,
+    user_classes,
+)
 from bench.spec import (
     CAPACITY,
     DEFAULT_HEALTH_PATH,
@@ -25,7 +31,6 @@ from bench.spec import (
     KINDS,
     PGBOUNCER,
     POOLERS,
-    SCENARIOS_DIR,
     SHAPES,
     SLO,
     EndpointSlo,
@@ -300,6 +305,7 @@ def _app_env(raw: dict[str, Any]) -> dict[str, str]:
 _TOP_LEVEL = {
     "name",
     "scenario",
+    "locustfile",
     "shape",
     "kind",
     "capacity_users",
@@ -335,21 +341,14 @@ def _kind(value: object, open_model_rps: float) -> str:
     return str(value)
 
 
-def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> SweepSpec:
+def _build(
+    raw: Mapping[str, Any], default_name: str, base_dir: Path, *, check_files: bool
+) -> SweepSpec:
     _reject_unknown(raw, _TOP_LEVEL)
     name = _str(raw.get("name", default_name), "name")
     if not _NAME.match(name):
         raise _Invalid("name", "must be letters, digits, '.', '_' or '-' (it names a directory)")
-    if "scenario" not in raw:
-        raise _Invalid("scenario", "missing (the name of a file in scenarios/, e.g. single_query)")
-    scenario = _str(raw["scenario"], "scenario")
-    if not _NAME.match(scenario) or (check_files and not defines_user(SCENARIOS_DIR, scenario)):
-        known = sorted(p.stem for p in SCENARIOS_DIR.glob("*.py") if defines_user(p.parent, p.stem))
-        raise _Invalid(
-            "scenario",
-            f"scenarios/{scenario}.py is not a scenario: no such file, or it defines no "
-            f"Locust user class (known: {', '.join(known)})",
-        )
+    scenario, locustfile = _load(raw, base_dir, check_files=check_files)
     shape = raw.get("shape", DEFAULT_SHAPE)
     if shape not in SHAPES:
         raise _Invalid("shape", f"must be one of {', '.join(SHAPES)}")
@@ -360,11 +359,18 @@ def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> S
         raise _Invalid("description", "must be a string")
     rps = raw.get("open_model_rps", DEFAULT_OPEN_MODEL_RPS)
     open_model_rps = _num(rps, "open_model_rps", 0, MAX_RATE)
+    if open_model_rps > 0 and locustfile and check_files and not _open_model_ready(locustfile):
+        raise _Invalid(
+            "open_model_rps",
+            f"the open model needs users derived from scenarios/common.py's {OPEN_MODEL_USER}; "
+            f"{locustfile} runs its users' own loop (a closed loop: kind = capacity)",
+        )
     kind = _kind(raw.get("kind"), open_model_rps)
     capacity_users = raw.get("capacity_users")
     spec = SweepSpec(
         name=name,
         scenario=scenario,
+        locustfile=locustfile,
         kind=kind,
         shape=shape,
         open_model_rps=open_model_rps,
@@ -406,38 +412,36 @@ def _build(raw: Mapping[str, Any], default_name: str, *, check_files: bool) -> S
     return spec
 
 
-def defines_user(directory: Path, scenario: str) -> bool:
-    """Whether `directory/<scenario>.py` defines a concrete Locust user class (read, not run).
+def _load(raw: Mapping[str, Any], base_dir: Path, *, check_files: bool) -> tuple[str, str | None]:
+    """The scenario's name and, for a locustfile of the user's own, its absolute path."""
+    if "locustfile" in raw:
+        if "scenario" in raw:
+            raise _Invalid("locustfile", "give scenario or locustfile, not both")
+        path = base_dir / Path(_str(raw["locustfile"], "locustfile")).expanduser()
+        path = path.resolve()
+        if check_files and not defines_user(path):
+            raise _Invalid(
+                "locustfile", f"{path}: no such file, or it defines no Locust user class"
+            )
+        return path.stem, str(path)
+    if "scenario" not in raw:
+        raise _Invalid(
+            "scenario",
+            "missing (a file in scenarios/, e.g. single_query; or locustfile = your own file)",
+        )
+    scenario = _str(raw["scenario"], "scenario")
+    if not _NAME.match(scenario) or (check_files and not defines_user(scenario_path(scenario))):
+        raise _Invalid(
+            "scenario",
+            f"scenarios/{scenario}.py is not a scenario: no such file, or it defines no "
+            f"Locust user class (known: {', '.join(known_scenarios())})",
+        )
+    return scenario, None
 
-    Importing a locustfile would monkeypatch this process with gevent, so the check is on the
-    syntax tree: a top-level class deriving from a `...User` class without `abstract = True`.
-    """
-    try:
-        tree = ast.parse((directory / f"{scenario}.py").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-        return False
-    return any(
-        isinstance(node, ast.ClassDef)
-        and any(_base_name(base).endswith("User") for base in node.bases)
-        and not _is_abstract(node)
-        for node in tree.body
-    )
 
-
-def _base_name(node: ast.expr) -> str:
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return node.id if isinstance(node, ast.Name) else ""
-
-
-def _is_abstract(node: ast.ClassDef) -> bool:
-    return any(
-        isinstance(stmt, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id == "abstract" for t in stmt.targets)
-        and isinstance(stmt.value, ast.Constant)
-        and stmt.value.value is True
-        for stmt in node.body
-    )
+def _open_model_ready(locustfile: str) -> bool:
+    """Whether every user class of a locustfile derives from the open model's user class."""
+    return all(OPEN_MODEL_USER in bases for bases in user_classes(Path(locustfile)))
 
 
 def _check_placeholders(restart_cmd: str, point: Point) -> None:
@@ -468,12 +472,17 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of the raw spec with dotted-key overrides set (validated afterwards)."""
+    """Return a copy of the raw spec with dotted-key overrides set (validated afterwards).
+
+    A top-level override of None removes the key (TOML has no null, so `--set` never gives one).
+    """
     merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for dotted, value in overrides.items():
         head, _, rest = dotted.partition(".")
         if not rest:
             merged[head] = value
+            if value is None:
+                del merged[head]
             continue
         if "." in rest:
             raise UsageError(f"--set {dotted}: keys have at most one dot (table.key)")
@@ -497,7 +506,8 @@ def spec_from_dict(
     """
     try:
         merged = apply_overrides(raw, overrides or {})
-        return _build(merged, Path(source).stem, check_files=check_files)
+        # A relative locustfile is relative to the spec file, not to the working directory.
+        return _build(merged, Path(source).stem, Path(source).parent, check_files=check_files)
     except _Invalid as exc:
         raise UsageError(f"spec {source}: {exc}") from None
 

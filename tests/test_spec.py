@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UsageError
+from bench.locustfiles import defines_user
 from bench.spec import DEFAULT_SEED_USERS, SweepSpec
 from bench.specfile import (
-    defines_user,
     load_spec,
     parse_override,
     spec_from_dict,
@@ -299,8 +299,8 @@ def test_a_scenario_must_define_a_concrete_user_class(
     tmp_path: Path, source: str, is_scenario: bool
 ) -> None:
     (tmp_path / "candidate.py").write_text(source)
-    assert defines_user(tmp_path, "candidate") is is_scenario
-    assert defines_user(tmp_path, "absent") is False
+    assert defines_user(tmp_path / "candidate.py") is is_scenario
+    assert defines_user(tmp_path / "absent.py") is False
 
 
 def test_app_workers_and_pooler_axes_and_their_run_ids(tmp_path: Path) -> None:
@@ -354,3 +354,55 @@ def test_target_cannot_take_workers_or_pooler(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="target: grid.app_workers and grid.pooler"):
         load_spec(write(tmp_path, text))
+
+
+PLAIN_LOCUSTFILE = """\
+from locust import HttpUser, constant, task
+
+
+class Shopper(HttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    def user(self):
+        self.client.get("/users/1", name="/users/[id]")
+"""
+
+
+def test_a_locustfile_anywhere_is_relative_to_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "load").mkdir()
+    (tmp_path / "load" / "mine.py").write_text(PLAIN_LOCUSTFILE)
+    spec = load_spec(write(tmp_path, 'locustfile = "load/mine.py"\n'))
+    assert spec.locustfile == str(tmp_path / "load" / "mine.py")
+    assert spec.scenario == "mine" and spec.kind == "capacity"
+    assert spec.locust_files[0] == spec.locustfile
+    assert spec.locust_files[1].endswith("scenarios/common.py")  # the measured window
+    stored = spec_from_dict(spec.to_dict(), source="elsewhere/manifest.json")
+    assert stored == spec
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('locustfile = "mine.py"\nscenario = "mix"\n', "give scenario or locustfile, not both"),
+        ('locustfile = "absent.py"\n', "no such file, or it defines no Locust user class"),
+        ('locustfile = "empty.py"\n', "no such file, or it defines no Locust user class"),
+        (
+            'locustfile = "mine.py"\nopen_model_rps = 2\n',
+            "open_model_rps: the open model needs users derived from",
+        ),
+    ],
+)
+def test_bad_locustfiles_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "mine.py").write_text(PLAIN_LOCUSTFILE)
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    with pytest.raises(UsageError, match=message):
+        load_spec(write(tmp_path, text))
+
+
+def test_a_locustfile_on_poolbench_users_may_use_the_open_model(tmp_path: Path) -> None:
+    source = PLAIN_LOCUSTFILE.replace("from locust import HttpUser", "from locust import task")
+    source = source.replace("class Shopper(HttpUser)", "class Shopper(PoolbenchUser)")
+    (tmp_path / "open.py").write_text("from scenarios.common import PoolbenchUser\n" + source)
+    spec = load_spec(write(tmp_path, 'locustfile = "open.py"\nopen_model_rps = 2\n'))
+    assert spec.kind == "slo"

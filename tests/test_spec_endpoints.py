@@ -68,7 +68,10 @@ def test_endpoint_objectives_survive_the_manifest(tmp_path: Path) -> None:
     ("table", "message"),
     [
         ('[slo.endpoints."POST /orders"]\np95_ms = 0', 'slo.endpoints."POST /orders".p95_ms: must'),
-        ('[slo.endpoints."POST /orders"]\np95_ms = "x"', '"POST /orders".p95_ms: must be a finite number'),
+        (
+            '[slo.endpoints."POST /orders"]\np95_ms = "x"',
+            '"POST /orders".p95_ms: must be a finite number',
+        ),
         (
             '[slo.endpoints."POST /orders"]\nmax_error_rate = 1.5',
             'slo.endpoints."POST /orders".max_error_rate: must be a fraction',

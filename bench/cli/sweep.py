@@ -231,6 +231,13 @@ def sweep(
         int | None, typer.Option(help="Runs per grid point (timing.repetitions).")
     ] = None,
     users: Annotated[int | None, typer.Option(help="Locust users for every point.")] = None,
+    locustfile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own locustfile instead of the spec's scenario: any file with a Locust "
+            "user class; the measured window is added without changing it.",
+        ),
+    ] = None,
     report: Annotated[bool, typer.Option(help="Render the HTML report at the end.")] = True,
 ) -> None:
     """Run a sweep: every grid point, measured, into results/<name>-<timestamp>/."""
@@ -244,6 +251,8 @@ def sweep(
         remote = _remote_workers(remote_workers, workers, master_bind_host, master_port)
         overrides = dict(parse_override(item) for item in set_ or [])
         overrides |= {key: value for key, value in options.items() if value is not None}
+        if locustfile is not None:  # replaces the spec's scenario
+            overrides |= {"locustfile": str(locustfile.resolve()), "scenario": None}
         spec, source = _resolve(spec_path, resume, overrides)
         _sweep(spec, source, out, resume, dsn, workers, remote, report=report)
     except UsageError as exc:

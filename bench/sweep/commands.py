@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.locustfiles import scenario_path
 from bench.results import LOCUST_CSV_PREFIX
 from bench.scenario_env import ScenarioEnv
-from bench.spec import Point, SweepSpec
+from bench.spec import ROOT, Point, SweepSpec
 from bench.sweep.pg import DSN_ENV, free_port
 from sample_app.config import settings_env
 
@@ -101,12 +102,16 @@ def scenario_env(point: Point, spec: SweepSpec, out_dir: Path | None) -> Scenari
     )
 
 
-def locust_argv(point: Point, url: str, run_dir: Path, workers: int) -> list[str]:
+def locust_argv(
+    point: Point, url: str, run_dir: Path, workers: int, files: Sequence[str] = ()
+) -> list[str]:
     """Headless Locust for one point, writing its CSV files into the run directory.
 
+    `files` are the locustfiles (SweepSpec.locust_files); by default the point's scenario.
     With workers > 1 the master listens on a loopback port free at the time of the call.
     """
-    argv = [sys.executable, "-m", "locust", "-f", f"scenarios/{point.scenario}.py"]
+    files = files or (str(scenario_path(point.scenario)),)
+    argv = [sys.executable, "-m", "locust", "-f", ",".join(files)]
     argv += ["--headless", "-u", str(point.users), "-r", f"{point.spawn_rate:g}"]
     argv += ["-t", f"{run_time_s(point)}s", "--host", url]
     argv += ["--csv", str(run_dir / LOCUST_CSV_PREFIX), "--csv-full-history"]
@@ -119,6 +124,10 @@ def locust_argv(point: Point, url: str, run_dir: Path, workers: int) -> list[str
         argv += ["--master-bind-host", DEFAULT_MASTER_BIND_HOST, "--master-bind-port", port]
         argv += ["--master-host", DEFAULT_MASTER_BIND_HOST, "--master-port", port]
     return argv
+
+
+def _relative_to_checkout(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,9 +159,13 @@ class RemoteWorkers:
             "--master-bind-port", str(self.port),
         ]  # fmt: skip
 
-    def worker_command(self, scenario: str, env: Mapping[str, str]) -> str:
-        """Return the shell command a worker runs from a poolbench checkout."""
-        argv = ["locust", "-f", f"scenarios/{scenario}.py", "--worker"]
+    def worker_command(self, files: Sequence[str], env: Mapping[str, str]) -> str:
+        """Return the shell command a worker runs from a poolbench checkout.
+
+        Files inside the checkout are named relative to it; others must exist at the same path.
+        """
+        named = [_relative_to_checkout(Path(f)) for f in files]
+        argv = ["python", "-m", "locust", "-f", ",".join(named), "--worker"]
         argv += ["--master-host", self.master_host, "--master-port", str(self.port)]
         assignments = [f"{key}={shlex.quote(value)}" for key, value in sorted(env.items())]
         return " ".join([*assignments, *map(shlex.quote, argv)])

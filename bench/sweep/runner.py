@@ -183,13 +183,13 @@ class Runner:
         return url
 
     def _locust(self, point: Point, url: str, run_dir: Path) -> Child:
-        argv = commands.locust_argv(point, url, run_dir, self.workers)
+        argv = commands.locust_argv(point, url, run_dir, self.workers, self.spec.locust_files)
         if self.remote is not None:
             argv += self.remote.master_args()
             if self.on_worker_command is not None:
                 # No out_dir: a remote worker cannot write into this run directory.
                 worker_env = commands.scenario_env(point, self.spec, None).to_env()
-                command = self.remote.worker_command(point.scenario, worker_env)
+                command = self.remote.worker_command(self.spec.locust_files, worker_env)
                 self.on_worker_command(point, command)
         env = commands.python_env(commands.scenario_env(point, self.spec, run_dir).to_env())
         return self.children.spawn(
