@@ -331,6 +331,10 @@ class Target:
     url: str
     restart_cmd: str
     health_path: str = DEFAULT_HEALTH_PATH
+    # Where the target's CPU and memory are measured from (neither: not measured): a file the
+    # restart writes the service's pid to, and/or the service's cgroup (v2) directory.
+    pid_file: str | None = None
+    cgroup: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -285,7 +285,19 @@ def _target(raw: dict[str, Any] | None) -> Target | None:
     if not health.startswith("/"):
         raise _Invalid("target.health_path", "must start with /")
     restart_cmd = _str(raw["restart_cmd"], "target.restart_cmd")
-    return Target(url=url, restart_cmd=restart_cmd, health_path=health)
+    paths = {
+        key: _absolute(raw[key], f"target.{key}") for key in ("pid_file", "cgroup") if key in raw
+    }
+    if "cgroup" in paths and not paths["cgroup"].startswith("/sys/fs/cgroup/"):
+        raise _Invalid("target.cgroup", "must be a cgroup directory under /sys/fs/cgroup/")
+    return Target(url=url, restart_cmd=restart_cmd, health_path=health, **paths)
+
+
+def _absolute(value: object, where: str) -> str:
+    path = _str(value, where)
+    if not Path(path).is_absolute():
+        raise _Invalid(where, "must be an absolute path")
+    return path
 
 
 def _app_env(raw: dict[str, Any]) -> dict[str, str]:

@@ -174,15 +174,15 @@ def resource_figures(sample: WindowSample, window_s: float) -> dict[str, Any]:
     """Return the CPU, memory and Postgres columns of a window."""
 
     def pct(tree: ProcessTree) -> float | None:
-        if tree.root_pid is None or window_s <= 0:
+        if not tree.measured or window_s <= 0:
             return None
         return tree.cpu_seconds() / window_s * 100
 
     def mb(tree: ProcessTree) -> float | None:
-        return tree.peak_rss_bytes / 2**20 if tree.root_pid is not None else None
+        return tree.peak_rss_bytes / 2**20 if tree.measured else None
 
     def busiest(tree: ProcessTree) -> float | None:
-        if tree.root_pid is None or window_s <= 0:
+        if not tree.measured or window_s <= 0:
             return None
         return tree.busiest_process_cpu_seconds() / window_s * 100
 

@@ -182,6 +182,16 @@ class Runner:
         )
         return url
 
+    def _target_pid(self) -> int | None:
+        """The target's pid from its pid file (re-read every run: a restart changes it)."""
+        if self.target is None or self.target.pid_file is None:
+            return None
+        path = Path(self.target.pid_file)
+        try:
+            return int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError) as exc:
+            raise RunError(f"target.pid_file {path}: no pid in it ({exc})") from None
+
     def _locust(self, point: Point, url: str, run_dir: Path) -> Child:
         argv = commands.locust_argv(point, url, run_dir, self.workers, self.spec.locust_files)
         if self.remote is not None:
@@ -253,7 +263,8 @@ class Runner:
             # The window opens: app telemetry, Postgres counters and CPU start counting together.
             telemetry_ok = workers.reset(http)
             sampler = WindowSampler(
-                app_pid=app.pid if app else None,
+                app_pid=app.pid if app else self._target_pid(),
+                app_cgroup=Path(self.target.cgroup) if self.target and self.target.cgroup else None,
                 locust_pid=locust.pid,
                 pg_pid=db.pid if db else None,
                 downstream_pid=self.downstream.pid if self.downstream else None,

@@ -9,6 +9,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,26 +27,42 @@ T = TypeVar("T")
 class ProcessTree:
     """CPU seconds and peak RSS of a process and all its descendants over a window.
 
-    CPU is kept per process (keyed by pid and start time) at every sample, so a child that
-    exits mid-window still counts up to its last sample. RSS is summed over the tree, so pages
-    shared between Postgres backends are counted once per backend (an upper bound).
+    The roots are a pid and/or every process of a cgroup (its `cgroup.procs`, read at each
+    sample, so processes that come and go are followed). CPU is kept per process (keyed by pid
+    and start time) at every sample, so a child that exits mid-window still counts up to its
+    last sample. RSS is summed over the tree, so pages shared between Postgres backends are
+    counted once per backend (an upper bound).
     """
 
-    def __init__(self, root_pid: int | None) -> None:
+    def __init__(self, root_pid: int | None, *, cgroup: Path | None = None) -> None:
         self.root_pid = root_pid
+        self.cgroup = cgroup
         self._first: dict[tuple[int, float], float] = {}
         self._last: dict[tuple[int, float], float] = {}
         self.peak_rss_bytes = 0
         self.max_processes = 0
 
+    @property
+    def measured(self) -> bool:
+        """Whether there is anything to measure (a pid or a cgroup was given)."""
+        return self.root_pid is not None or self.cgroup is not None
+
+    def _roots(self) -> list[int]:
+        roots = [] if self.root_pid is None else [self.root_pid]
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError, ValueError):
+                text = (self.cgroup / "cgroup.procs").read_text()
+                roots += [int(line) for line in text.split()]
+        return roots
+
     def _members(self) -> list[psutil.Process]:
-        if self.root_pid is None:
-            return []
-        try:
-            root = psutil.Process(self.root_pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
+        members: dict[int, psutil.Process] = {}
+        for pid in self._roots():
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                for proc in (root, *root.children(recursive=True)):
+                    members.setdefault(proc.pid, proc)
+        return list(members.values())
 
     def sample(self, *, first: bool = False) -> None:
         """Record CPU times and RSS of every member now."""
@@ -216,6 +233,7 @@ class WindowSampler:
         self,
         *,
         app_pid: int | None,
+        app_cgroup: Path | None = None,
         locust_pid: int | None,
         pg_pid: int | None,
         downstream_pid: int | None,
@@ -223,7 +241,7 @@ class WindowSampler:
         interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
     ) -> None:
         self.sample = WindowSample(
-            app=ProcessTree(app_pid),
+            app=ProcessTree(app_pid, cgroup=app_cgroup),
             locust=ProcessTree(locust_pid),
             pg=ProcessTree(pg_pid),
             downstream=ProcessTree(downstream_pid),
