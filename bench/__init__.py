@@ -44,8 +44,8 @@ _EXPORTS = {
     "hikari_pool": "bench.analysis.models",
     "erlang_pool": "bench.analysis.models",
     "fit_usl": "bench.analysis.models",
-    "instrument": "bench.instrument",
-    "Instrumentation": "bench.instrument",
+    "instrument": "bench.instrumentation",
+    "Instrumentation": "bench.instrumentation",
     "render_analysis": "bench.report.html",
     "render_comparison": "bench.report.html",
 }
@@ -103,7 +103,7 @@ if TYPE_CHECKING:
     from bench.analysis.summary import summary
     from bench.analysis.thresholds import check_thresholds, parse_threshold
     from bench.errors import PoolbenchError, RunError, UsageError
-    from bench.instrument import Instrumentation, instrument
+    from bench.instrumentation import Instrumentation, instrument
     from bench.report.html import render_analysis, render_comparison
     from bench.spec import EndpointSlo, Fleet, Slo, SweepSpec
     from bench.specfile import load_spec

@@ -29,15 +29,15 @@ from bench.analysis.models import (
 from bench.analysis.recommend import DEFAULT_UNUSED_PG_POOL, PoolConfig, config_snippet
 from bench.errors import UsageError
 from bench.fmt import num
-from bench.instrument.prometheus import parse_metrics
-from bench.instrument.readings import (
+from bench.instrumentation.prometheus import parse_metrics
+from bench.instrumentation.readings import (
     PoolWindow,
     Reading,
     Window,
     reading_from_totals,
     window_between,
 )
-from bench.instrument.telemetry import ASYNCPG, SQLALCHEMY
+from bench.instrumentation.telemetry import ASYNCPG, SQLALCHEMY
 from bench.spec import Fleet
 
 DEFAULT_POLL_S = 1.0
@@ -127,7 +127,7 @@ class _Source:
             return reading
         raise UsageError(
             f"{self.base} serves no poolbench telemetry ({'; '.join(self.tried)}); "
-            "instrument it with bench.instrument.instrument(app, ...)"
+            "instrument it with bench.instrumentation.instrument(app, ...)"
         )
 
 

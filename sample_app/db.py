@@ -1,4 +1,4 @@
-"""Engine, sessions and the direct asyncpg pool, measured by `bench.instrument`.
+"""Engine, sessions and the direct asyncpg pool, measured by `bench.instrumentation`.
 
 Everything here is created once per process by the app's lifespan; nothing in a request path
 creates an engine or a pool. The pools' telemetry (checkout timer, leases, statements per request)
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from bench.instrument import AcquireTimeoutError, Instrumentation, InstrumentedPool
+from bench.instrumentation import AcquireTimeoutError, Instrumentation, InstrumentedPool
 from sample_app.config import Settings
 from sample_app.models import Base
 

@@ -11,7 +11,7 @@ import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bench.instrument import InstrumentedPool, Telemetry
+from bench.instrumentation import InstrumentedPool, Telemetry
 from sample_app.config import Settings
 from sample_app.telemetry import HttpTelemetry
 

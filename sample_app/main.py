@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from bench.instrument import Instrumentation, instrument
+from bench.instrumentation import Instrumentation, instrument
 from sample_app.config import Settings, get_settings
 from sample_app.db import (
     build_engine,

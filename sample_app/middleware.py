@@ -20,7 +20,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bench.instrument import RequestPoolWait, current_pool_wait
+from bench.instrumentation import RequestPoolWait, current_pool_wait
 from sample_app.problems import REQUEST_ID_HEADER, unhandled_error_response
 
 # Accept a caller's id only if it is short and plain, so it is safe to log and echo.

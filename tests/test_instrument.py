@@ -1,4 +1,4 @@
-"""`bench.instrument` on apps written here, not the sample app: the same telemetry, measured right.
+"""`bench.instrumentation` on apps written here, not the sample app: the same telemetry.
 
 Real Postgres (the session's `pg` server), real HTTP through httpx's ASGI transport with the
 app's lifespan run. The statements sleep in Postgres (`pg_sleep`), so hold times and waits are
@@ -23,8 +23,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bench import instrument
-from bench.instrument.prometheus import parse_metrics
-from bench.instrument.readings import reading_from_totals
+from bench.instrumentation.prometheus import parse_metrics
+from bench.instrumentation.readings import reading_from_totals
 from bench.sweep.pg import Database
 from sample_app.config import Settings
 from sample_app.main import create_app

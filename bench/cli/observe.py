@@ -22,7 +22,7 @@ from bench.cli.common import (
     write_json,
 )
 from bench.fmt import num
-from bench.instrument.readings import PoolWindow
+from bench.instrumentation.readings import PoolWindow
 from bench.observe import (
     DEFAULT_POLL_S,
     Observation,

@@ -18,7 +18,7 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 # Probes, not load: the in-flight middleware does not count these paths (nor the telemetry
-# endpoints, which bench.instrument adds and leaves uncounted itself).
+# endpoints, which bench.instrumentation adds and leaves uncounted itself).
 UNCOUNTED_PATHS: frozenset[str] = frozenset(
     route.path for route in health.router.routes if isinstance(route, APIRoute)
 )

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
-from bench.instrument import PoolTelemetry
+from bench.instrumentation import PoolTelemetry
 from sample_app.deps import ResourcesDep, TelemetryDep
 from sample_app.schemas import HealthOut, PoolStatus
 

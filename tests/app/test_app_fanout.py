@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.instrument import RequestActivity, current_request
+from bench.instrumentation import RequestActivity, current_request
 from bench.sweep.pg import free_port
 from tests.app.app_helpers import (
     AppRunner,

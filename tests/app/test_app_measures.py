@@ -22,7 +22,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, insert, select, update
 
-from bench.instrument import RequestTelemetry
+from bench.instrumentation import RequestTelemetry
 from bench.sweep.pg import free_port
 from sample_app.db import fold_sim_latency
 from sample_app.models import Order

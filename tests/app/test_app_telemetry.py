@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.instrument import PoolTelemetry, Telemetry, WindowHistogram, percentile
+from bench.instrumentation import PoolTelemetry, Telemetry, WindowHistogram, percentile
 from tests.app.app_helpers import (
     AppRunner,
     concurrently,

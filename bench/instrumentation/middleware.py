@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bench.instrument.context import RequestActivity, current_request
-from bench.instrument.telemetry import RequestTelemetry
+from bench.instrumentation.context import RequestActivity, current_request
+from bench.instrumentation.telemetry import RequestTelemetry
 
 
 class InFlightMiddleware:

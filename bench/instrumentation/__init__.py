@@ -1,6 +1,6 @@
 """Measure your own FastAPI or Starlette service as poolbench measures its sample app.
 
-    from bench.instrument import instrument
+    from bench.instrumentation import instrument
 
     app = FastAPI()
     engine = create_async_engine(url, pool_size=10)
@@ -20,18 +20,15 @@ runs inside services. `poolbench observe URL` turns the figures into pool sizes.
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
-from bench.instrument.context import (
+from bench.instrumentation.context import (
     RequestActivity,
     RequestPoolWait,
     count_statement,
@@ -40,18 +37,18 @@ from bench.instrument.context import (
     hold_connection,
     release_connection,
 )
-from bench.instrument.engine import instrument_engine
-from bench.instrument.middleware import InFlightMiddleware
-from bench.instrument.pgpool import (
+from bench.instrumentation.engine import instrument_engine
+from bench.instrumentation.middleware import InFlightMiddleware
+from bench.instrumentation.pgpool import (
     AcquireTimeoutError,
     ConnectionInit,
     CountedConnection,
     InstrumentedPool,
     counting_init,
 )
-from bench.instrument.routes import METRICS_PATH, TELEMETRY_PATH, telemetry_endpoints
-from bench.instrument.telemetry import PoolTelemetry, RequestTelemetry, Telemetry
-from bench.instrument.window import DEFAULT_WINDOW_SAMPLES, WindowHistogram, percentile
+from bench.instrumentation.routes import METRICS_PATH, TELEMETRY_PATH, telemetry_endpoints
+from bench.instrumentation.telemetry import PoolTelemetry, RequestTelemetry, Telemetry
+from bench.instrumentation.window import DEFAULT_WINDOW_SAMPLES, WindowHistogram, percentile
 
 __all__ = [
     "AcquireTimeoutError",
@@ -139,19 +136,3 @@ def instrument(
         probe = Instrumentation(telemetry, wrapped)
     app.state.poolbench = probe
     return probe
-
-
-class _CallablePackage(types.ModuleType):
-    """This package, callable as `instrument(...)`.
-
-    `bench` exports the function `instrument` lazily, but importing this package (say for
-    `bench.instrument.prometheus`) sets the attribute `bench.instrument` to the package, so
-    `from bench import instrument` can find the package instead of the function. Calling the
-    package calls the function, so either way `instrument(app, ...)` works.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Instrumentation:
-        return instrument(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

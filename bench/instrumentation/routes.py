@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bench.instrument.telemetry import Telemetry
+from bench.instrumentation.telemetry import Telemetry
 
 TELEMETRY_PATH = "/telemetry"
 METRICS_PATH = "/metrics"

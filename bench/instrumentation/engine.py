@@ -17,8 +17,8 @@ from sqlalchemy.engine import Connection, Engine, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 
-from bench.instrument.context import count_statement, hold_connection, release_connection
-from bench.instrument.telemetry import PoolTelemetry
+from bench.instrumentation.context import count_statement, hold_connection, release_connection
+from bench.instrumentation.telemetry import PoolTelemetry
 
 _CHECKOUT_STARTED = "poolbench_checkout_started"
 _CHECKOUT_REQUEST = "poolbench_checkout_request"

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bench.instrument.context import current_pool_wait
-from bench.instrument.window import (
+from bench.instrumentation.context import current_pool_wait
+from bench.instrumentation.window import (
     DEFAULT_WINDOW_SAMPLES,
     LATENCY_BUCKETS_S,
     Totals,

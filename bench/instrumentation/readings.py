@@ -1,7 +1,7 @@
 """Cumulative readings of a service and the window between two of them.
 
 A Reading is what a service's counters said at one moment: from `/telemetry/totals`
-(`reading_from_totals`) or from Prometheus `/metrics` (`bench.instrument.prometheus`). Two
+(`reading_from_totals`) or from Prometheus `/metrics` (`bench.instrumentation.prometheus`). Two
 readings give any window's figures by difference (`window_between`), so an observer never resets
 the service's own window. A figure the service did not report is None, and the window names it
 in `missing` instead of guessing it. Stdlib only: the sweep runner may use this for targets

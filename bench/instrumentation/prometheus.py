@@ -1,8 +1,8 @@
 """Prometheus text (`/metrics` of an instrumented service) to a Reading, and what it lacks.
 
 For services that expose only `/metrics` (or whose `/telemetry` has no totals): the poolbench_*
-series `bench.instrument` exports, read with prometheus_client's own text parser. Two readings
-give a window (`bench.instrument.readings.window_between`), the same as from /telemetry/totals.
+series `bench.instrumentation` exports, read with prometheus_client's own text parser. Two readings
+give a window (`bench.instrumentation.readings.window_between`), the same as from /telemetry/totals.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.instrument.readings import PoolReading, Reading
+from bench.instrumentation.readings import PoolReading, Reading
 
 SOURCE = "/metrics"
 POOL_LABEL = "pool"

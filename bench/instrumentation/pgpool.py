@@ -18,8 +18,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from bench.errors import PoolbenchError
-from bench.instrument.context import count_statement, hold_connection, release_connection
-from bench.instrument.telemetry import PoolTelemetry
+from bench.instrumentation.context import count_statement, hold_connection, release_connection
+from bench.instrumentation.telemetry import PoolTelemetry
 
 POOL_CLOSE_TIMEOUT_S = 10.0
 ConnectionInit = Callable[[asyncpg.Connection], Coroutine[Any, Any, None]]
