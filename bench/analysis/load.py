@@ -140,7 +140,9 @@ def _read_csv(path: Path, text: str | None = None) -> pd.DataFrame:
 def _load_results_dir(root: Path) -> Sweep:
     runs_csv = root / RUNS_CSV_FILE
     problems: list[str] = []
-    frame = _read_csv(runs_csv, _checked_rows(root, problems))
+    records = finished_runs(root)
+    frame = _read_csv(runs_csv, _checked_rows(root, records, problems))
+    problems += _telemetry_notes(records)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise UsageError(f"{runs_csv}: missing required columns: {', '.join(missing)}")
@@ -183,7 +185,21 @@ def _load_results_dir(root: Path) -> Sweep:
     )
 
 
-def _checked_rows(root: Path, problems: list[str]) -> str:
+def _telemetry_notes(records: dict[str, dict[str, Any]]) -> list[str]:
+    """Say which runs read a target's Prometheus text instead of /telemetry, and what it lacked."""
+    fallback = [r for r in records.values() if r.get("telemetry_source")]
+    if not fallback:
+        return []
+    missing = list(dict.fromkeys(m for r in fallback for m in r.get("telemetry_missing", [])))
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    return [
+        f"{len(fallback)} runs read the target's {fallback[0]['telemetry_source']} (it serves "
+        f"no /telemetry): figures from cumulative counters only"
+        + (f"; missing: {shown}" if missing else "")
+    ]
+
+
+def _checked_rows(root: Path, records: dict[str, dict[str, Any]], problems: list[str]) -> str:
     """runs.csv's text with torn rows dropped, checked against the run directories.
 
     run.json is the truth: a row whose run has a run.json is rebuilt from it, a run missing
@@ -209,7 +225,6 @@ def _checked_rows(root: Path, problems: list[str]) -> str:
             problems.append(f"{path.name} line {number} ({run_id or 'blank'}) is torn: skipped")
         elif run_id:
             rows[run_id] = cells
-    records = finished_runs(root)
     out = io.StringIO()
     if not records:
         writer = csv.writer(out)

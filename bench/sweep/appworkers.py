@@ -22,11 +22,16 @@ The per-worker snapshots are kept next to the combined one in telemetry.json (`p
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from bench.instrumentation.prometheus import parse_metrics
+from bench.instrumentation.readings import Reading, merge_missing, window_between
+from bench.instrumentation.routes import METRICS_PATH
 
 HISTOGRAM_KEYS = frozenset({"count", "sum", "mean", "p50", "p95", "p99", "max"})
 QUANTILES = ("p50", "p95", "p99")
@@ -104,3 +109,35 @@ def _histogram(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsWindow:
+    """A target without `/telemetry`: its Prometheus `/metrics` at the window's edges, differenced.
+
+    Only cumulative series can be differenced, so figures a window needs a reset for (peaks,
+    exact quantiles) are missing; `missing` names each one the target did not give.
+    """
+
+    start: Reading
+    missing: tuple[str, ...]
+    opened: float  # time.monotonic() at the first reading
+
+    @classmethod
+    def open(cls, client: httpx.Client) -> MetricsWindow | None:
+        """Read /metrics now; None when the target serves no Prometheus text there."""
+        try:
+            response = client.get(METRICS_PATH)
+            if response.status_code != 200:
+                return None
+            reading, missing = parse_metrics(response.text)
+        except (httpx.HTTPError, ValueError):
+            return None
+        return cls(start=reading, missing=tuple(missing), opened=time.monotonic())
+
+    def close(self, client: httpx.Client) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Read /metrics again: the window in the /telemetry layout, and what is missing."""
+        response = client.get(METRICS_PATH)
+        reading, missing = parse_metrics(response.text)
+        window = window_between(self.start, reading, elapsed_s=time.monotonic() - self.opened)
+        return window.telemetry(), merge_missing(self.missing, missing, window.missing)

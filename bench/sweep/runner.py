@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from bench.errors import PostgresUnavailable, RunError, UsageError
+from bench.instrumentation.routes import METRICS_PATH
 from bench.results import (
     APP_LOG,
     DOWNSTREAM_LOG,
@@ -29,7 +30,7 @@ from bench.results import (
 )
 from bench.spec import PGBOUNCER, ROOT, Point, SweepSpec
 from bench.sweep import arrivals, commands, figures
-from bench.sweep.appworkers import AppWorkers
+from bench.sweep.appworkers import AppWorkers, MetricsWindow
 from bench.sweep.backends import DatabaseSlot, database_went_away, postmaster_started
 from bench.sweep.commands import RemoteWorkers
 from bench.sweep.metadata import manifest, now
@@ -250,6 +251,7 @@ class Runner:
         started = postmaster_started(probe_dsn) if probe_dsn else None
         http = httpx.Client(base_url=url, timeout=10.0)
         locust: Child | None = None
+        metrics: MetricsWindow | None = None
         try:
             if probe_dsn:
                 probe = PgProbe(probe_dsn).start()
@@ -262,6 +264,8 @@ class Runner:
             self._wait_marker(run_dir, "start", locust, start_timeout_s)
             # The window opens: app telemetry, Postgres counters and CPU start counting together.
             telemetry_ok = workers.reset(http)
+            # A target of the user's own may serve only Prometheus text: difference it instead.
+            metrics = MetricsWindow.open(http) if self.target and not telemetry_ok else None
             sampler = WindowSampler(
                 app_pid=app.pid if app else self._target_pid(),
                 app_cgroup=Path(self.target.cgroup) if self.target and self.target.cgroup else None,
@@ -278,6 +282,9 @@ class Runner:
             pooled = pooler.end() if pooler is not None else None
             self._check_survived(app, probe_dsn, started)
             telemetry = workers.read(http) if telemetry_ok else None
+            missing: tuple[str, ...] = ()
+            if metrics is not None:
+                telemetry, missing = metrics.close(http)
             if self.children.wait(locust, DEFAULT_WINDOW_GRACE_S) is None:
                 self.children.stop(locust)
             locust_code = locust.process.returncode
@@ -300,7 +307,11 @@ class Runner:
             self.db.stop_bouncer()
         if locust_code not in (0, None, -2):
             raise RunError(f"locust exited with {locust_code}: {locust.log_tail()}")
-        return self._figures(point, run_dir, sample, telemetry, pooled)
+        measured = self._figures(point, run_dir, sample, telemetry, pooled)
+        if metrics is not None:
+            measured.extra["telemetry_source"] = METRICS_PATH
+            measured.extra["telemetry_missing"] = list(missing)
+        return measured
 
     def _check_survived(
         self, app: Child | None, probe_dsn: str | None, started: str | None

@@ -193,3 +193,71 @@ def test_external_target_is_restarted_with_each_points_settings(tmp_path: Path) 
         assert int(row["pg_xact_commit"]) > 0  # the probe watched the target's database
         # Measured from the pid file the restart wrote (re-read every run).
         assert float(row["app_cpu_pct"]) > 0 and float(row["app_peak_rss_mb"]) > 20
+
+
+# A service of the user's own that exposes only Prometheus /metrics (its /telemetry is mounted
+# elsewhere, as a proxy might hide it): the runner differences /metrics across the window.
+METRICS_ONLY_APP = """
+import os
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench import instrument
+
+engine = create_async_engine(
+    os.environ["DATABASE_URL"], pool_size=int(os.environ["DB_POOL_SIZE"]), max_overflow=0
+)
+app = FastAPI()
+instrument(app, engine=engine, telemetry_path="/internal/telemetry")
+
+
+@app.get("/users/{user_id}")
+async def user(user_id: int) -> dict:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_sleep(0.02)"))
+    return {"id": user_id}
+"""
+
+
+@pytest.mark.slow
+def test_a_target_with_only_prometheus_metrics_still_gives_pool_figures(tmp_path: Path) -> None:
+    port, pidfile = free_port(), tmp_path / "target.pid"
+    (tmp_path / "metrics_only.py").write_text(METRICS_ONLY_APP)
+    restart_cmd = (
+        RESTART_CMD.replace("sample_app.main:app", f"--app-dir {tmp_path} metrics_only:app")
+        .replace("PIDFILE", str(pidfile))
+        .replace("PYTHON", sys.executable)
+        .replace("PORT", str(port))
+        .replace("LOGFILE", str(tmp_path / "target.log"))
+    )
+    out = tmp_path / "results"
+    with database() as db:
+        spec = tmp_path / "metrics.toml"
+        spec.write_text(
+            TINY_SPEC.format(pool_sizes="[2]", users=4, duration_s=3)
+            + f'[target]\nurl = "http://127.0.0.1:{port}"\nhealth_path = "/users/1"\n'
+            + f"restart_cmd = '''{restart_cmd}'''\n"
+            + f'[app_env]\nDATABASE_URL = "{db.sqlalchemy_url}"\n'
+        )
+        try:
+            result = run_sweep(str(spec), "--out", str(out), "--no-report")
+        finally:
+            stop_target(pidfile)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    sweep_dir = only_sweep_dir(out)
+    (row,) = read_rows(sweep_dir)[1]
+    run = json.loads((sweep_dir / "runs" / row["run_id"] / "run.json").read_text())
+    assert run["telemetry_source"] == "/metrics"
+    # From the cumulative hold-time sum and count: about the 20 ms the query sleeps.
+    assert 15 < float(row["hold_time_mean_ms"]) < 200
+    assert float(row["acquire_wait_mean_ms"]) >= 0
+    analysed = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "analyze", str(sweep_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "read the target's /metrics (it serves no /telemetry)" in analysed.stdout
