@@ -22,6 +22,7 @@ from bench.analysis.thresholds import Threshold, check_thresholds, parse_thresho
 from bench.cli.common import (
     EXIT_INCONCLUSIVE,
     EXIT_THRESHOLD,
+    IdleTimeoutOpt,
     InstancesOpt,
     JsonOpt,
     MaxConnectionsOpt,
@@ -311,14 +312,7 @@ def recommend(
     max_connections: MaxConnectionsOpt = None,
     reserved: ReservedOpt = None,
     tolerance: ToleranceOpt = DEFAULT_TOLERANCE,
-    idle_timeout_s: Annotated[
-        float | None,
-        typer.Option(
-            "--idle-timeout-s",
-            help="Shortest idle cutoff between app and DB (PgBouncer, LB, idle_session_timeout).",
-            min=1,
-        ),
-    ] = None,
+    idle_timeout_s: IdleTimeoutOpt = None,
     fail_on: FailOnOpt = None,
     json_path: JsonOpt = None,
 ) -> None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from bench.analysis.models import ModelResult
 from bench.errors import UsageError
+from bench.fmt import num
+from bench.spec import Fleet
 
 EXIT_USAGE = 2
 EXIT_THRESHOLD = 1
@@ -83,3 +87,33 @@ P99WaitOpt = Annotated[
         "--p99-wait-ms", help="Erlang C's wait budget at p99 when there is no SLO p95.", min=0
     ),
 ]
+IdleTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--idle-timeout-s",
+        help="Shortest idle cutoff between app and DB (PgBouncer, LB, idle_session_timeout).",
+        min=1,
+    ),
+]
+
+
+def models_table(title: str, results: Iterable[ModelResult], fleet: Fleet | None) -> Table:
+    """Every model's size per process, its predicted rps, whether the fleet fits it, and why."""
+    table = Table(title=title)
+    for header in ("model", "connections", "predicted rps", "fleet", "formula / why not"):
+        left = header in ("model", "formula / why not")
+        table.add_column(header, justify="left" if left else "right")
+    for result in results:
+        fits = (
+            "-"
+            if fleet is None or result.pool_size is None
+            else ("fits" if fleet.fits(result.pool_size) else "OVER")
+        )
+        table.add_row(
+            result.name,
+            "-" if result.pool_size is None else str(result.pool_size),
+            num(result.predicted_rps),
+            fits,
+            result.formula if result.pool_size is not None else result.note,
+        )
+    return table

@@ -11,6 +11,7 @@ from rich.table import Table
 from bench.analysis.models import DEFAULT_HEADROOM, DEFAULT_P99_WAIT_MS
 from bench.analysis.summary import jsonable
 from bench.cli.common import (
+    IdleTimeoutOpt,
     InstancesOpt,
     JsonOpt,
     MaxConnectionsOpt,
@@ -18,6 +19,7 @@ from bench.cli.common import (
     ReservedOpt,
     WorkersOpt,
     console,
+    models_table,
     usage_errors,
     write_json,
 )
@@ -26,7 +28,6 @@ from bench.instrumentation.readings import PoolWindow
 from bench.observe import (
     DEFAULT_POLL_S,
     Observation,
-    PoolSizing,
     SizingOptions,
     observation_json,
     observe_snippet,
@@ -84,27 +85,6 @@ def _bound(size: float | None, overflow: float | None) -> float | None:
     return None if size is None else size + (overflow or 0)
 
 
-def _models_table(sizing: PoolSizing, fleet: Fleet | None) -> Table:
-    table = Table(title=f"{sizing.pool} pool: connections per process by model")
-    for header in ("model", "connections", "predicted rps", "fleet", "formula / why not"):
-        left = header in ("model", "formula / why not")
-        table.add_column(header, justify="left" if left else "right")
-    for result in sizing.models:
-        fits = (
-            "-"
-            if fleet is None or result.pool_size is None
-            else ("fits" if fleet.fits(result.pool_size) else "OVER")
-        )
-        table.add_row(
-            result.name,
-            "-" if result.pool_size is None else str(result.pool_size),
-            num(result.predicted_rps),
-            fits,
-            result.formula if result.pool_size is not None else result.note,
-        )
-    return table
-
-
 @usage_errors
 def observe(
     url: Annotated[str, typer.Argument(help="The instrumented service, e.g. http://host:8000.")],
@@ -129,14 +109,7 @@ def observe(
             "--slo-p95-ms", help="Your p95 objective: sets a fail-fast pool_timeout.", min=1
         ),
     ] = None,
-    idle_timeout_s: Annotated[
-        float | None,
-        typer.Option(
-            "--idle-timeout-s",
-            help="Shortest idle cutoff between app and DB (PgBouncer, LB, idle_session_timeout).",
-            min=1,
-        ),
-    ] = None,
+    idle_timeout_s: IdleTimeoutOpt = None,
     instances: InstancesOpt = None,
     workers_per_instance: WorkersOpt = None,
     max_connections: MaxConnectionsOpt = None,
@@ -170,7 +143,8 @@ def observe(
     sizings = {name: size_pool(observation, name, options) for name in window.pools}
     for sizing in sizings.values():
         if sizing.models:
-            console.print(_models_table(sizing, fleet))
+            title = f"{sizing.pool} pool: connections per process by model"
+            console.print(models_table(title, sizing.models, fleet))
         console.print(
             f"{sizing.pool}: "
             + (f"use {sizing.size}: {sizing.why}" if sizing.size is not None else sizing.why),

@@ -7,7 +7,6 @@ import os
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from bench.analysis.models import (
     DEFAULT_HEADROOM,
@@ -28,11 +27,11 @@ from bench.cli.common import (
     ReservedOpt,
     WorkersOpt,
     console,
+    models_table,
     usage_errors,
     write_json,
 )
 from bench.errors import UsageError
-from bench.fmt import num
 from bench.spec import Fleet
 
 
@@ -104,25 +103,11 @@ def size(
     fleet = Fleet().with_overrides(**given) if any(v is not None for v in given.values()) else None
     results = size_all(inputs, usl_note="needs a capacity sweep (>= 6 pool sizes)", corrected=True)
     floor = deadlock_floor(math.ceil(concurrency), connections_per_request)
-    table = Table(
-        title=f"Pool size per process: {concurrency:g} concurrent, {queries_per_request:g} "
+    title = (
+        f"Pool size per process: {concurrency:g} concurrent, {queries_per_request:g} "
         f"queries/request, hold {hold_time_ms:.1f} ms, {inputs.offered_rps:.1f} rps"
     )
-    for header in ("model", "connections", "predicted rps", "fleet", "formula"):
-        table.add_column(header, justify="left" if header in ("model", "formula") else "right")
-    for result in results:
-        fits = (
-            "-"
-            if fleet is None or result.pool_size is None
-            else ("fits" if fleet.fits(result.pool_size) else "OVER")
-        )
-        table.add_row(
-            result.name,
-            "-" if result.pool_size is None else str(result.pool_size),
-            num(result.predicted_rps),
-            fits,
-            result.formula if result.pool_size is not None else result.note,
-        )
+    table = models_table(title, results, fleet)
     console.print(table)
     if connections_per_request > 1:
         console.print(
