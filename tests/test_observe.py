@@ -212,7 +212,7 @@ OBSERVE_DB = "poolbench_observe"
 USERS = 12
 RPS_PER_USER = 4.0  # 48 rps offered, Poisson arrivals
 SIM_LATENCY_MS = 40  # one query per request: ~2 connections busy on average
-SWEEP_POOLS = (3, 8)
+SWEEP_POOLS = (2, 3, 4, 8)  # around the expected size, and an ample pool for the reference
 OBSERVE_POOL = 8  # an ample pool, as in production
 WARMUP_S, DURATION_S = 3.0, 10.0
 OBSERVE_FOR_S = 12
@@ -256,7 +256,7 @@ p95_ms = 250
 
 
 def sweep_littles_law(tmp_path: Path, dsn: str) -> dict[str, Any]:
-    """Sweep pool 3 and 8 at the load; return the analysis's Little's law and its inputs."""
+    """Sweep SWEEP_POOLS at the load; return the analysis's Little's law, inputs and optimum."""
     out = poolbench(
         "sweep", str(spec_toml(tmp_path / "spec.toml")), "--dsn", dsn,
         "--out", str(tmp_path / "results"), "--no-report", timeout_s=240,
@@ -314,13 +314,14 @@ async def test_observe_gives_the_littles_law_size_a_sweep_gives_at_the_same_load
     """Observe's Little's-law size is within 1 of the sweep's at the same offered load.
 
     The comparison: a real `poolbench sweep` of the single_query scenario at 48 rps offered
-    (12 open-model Poisson users x 4 rps, 40 ms simulated query), pool sizes 3 and 8, one
+    (12 open-model Poisson users x 4 rps, 40 ms simulated query), pool sizes 2, 3, 4 and 8, one
     repetition; its analysis feeds Little's law from its reference run (the largest pool that
-    was not pool-bound, i.e. pool 8) with the offered rate and that run's mean hold time. Then the
+    was not pool-bound, i.e. pool 8) with the offered rate and that run's mean hold time, and
+    recommends the fewest connections that met the SLO at that load. Then the
     sample app runs as a real uvicorn process with pool 8 under a real Locust process at the
     same open-model load, and `poolbench observe` reads it for 12 s (no reset): its Little's-law
     size for the SQLAlchemy pool, fed with the measured lease rate and mean hold time, must be
-    within 1 connection of the sweep's.
+    within 1 connection of the sweep's Little's law and of the size the sweep recommends.
     """
     dsn = await create_database(pg, OBSERVE_DB)
     swept = sweep_littles_law(tmp_path, dsn)
@@ -342,3 +343,5 @@ async def test_observe_gives_the_littles_law_size_a_sweep_gives_at_the_same_load
     # The load was what the sweep offered (Poisson noise on ~600 arrivals is ~4%).
     assert observed["requests"]["rps"] == pytest.approx(USERS * RPS_PER_USER, rel=0.2)
     assert abs(little["pool_size"] - swept["pool_size"]) <= 1, figures
+    assert swept["optimum"] is not None, figures  # the sweep recommended a size
+    assert abs(little["pool_size"] - swept["optimum"]) <= 1, figures
