@@ -20,9 +20,9 @@ _EXPORTS = {
     "UsageError": "bench.errors",
     "RunError": "bench.errors",
     "SweepSpec": "bench.spec",
-    "Slo": "bench.spec",
-    "EndpointSlo": "bench.spec",
-    "Fleet": "bench.spec",
+    "Slo": "bench.objectives",
+    "EndpointSlo": "bench.objectives",
+    "Fleet": "bench.objectives",
     "load_spec": "bench.specfile",
     "run_sweep": "bench.sweep.runner",
     "Sweep": "bench.analysis.load",
@@ -104,8 +104,9 @@ if TYPE_CHECKING:
     from bench.analysis.thresholds import check_thresholds, parse_threshold
     from bench.errors import PoolbenchError, RunError, UsageError
     from bench.instrumentation import Instrumentation, instrument
+    from bench.objectives import EndpointSlo, Fleet, Slo
     from bench.report.html import render_analysis, render_comparison
-    from bench.spec import EndpointSlo, Fleet, Slo, SweepSpec
+    from bench.spec import SweepSpec
     from bench.specfile import load_spec
     from bench.sweep.runner import run_sweep
 

@@ -38,7 +38,7 @@ from bench.instrumentation.readings import (
     window_between,
 )
 from bench.instrumentation.telemetry import ASYNCPG, SQLALCHEMY
-from bench.spec import Fleet
+from bench.objectives import Fleet
 
 DEFAULT_POLL_S = 1.0
 HTTP_TIMEOUT_S = 5.0

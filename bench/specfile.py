@@ -22,6 +22,7 @@ from bench.locustfiles import (
     scenario_path,
     user_classes,
 )
+from bench.objectives import PGBOUNCER, EndpointSlo, Fleet, Slo
 from bench.spec import (
     CAPACITY,
     DEFAULT_HEALTH_PATH,
@@ -29,15 +30,11 @@ from bench.spec import (
     DEFAULT_OPEN_MODEL_RPS,
     DEFAULT_SHAPE,
     KINDS,
-    PGBOUNCER,
     POOLERS,
     SHAPES,
     SLO,
-    EndpointSlo,
-    Fleet,
     Grid,
     Point,
-    Slo,
     SweepSpec,
     Target,
     Timing,

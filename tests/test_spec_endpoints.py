@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bench.errors import UsageError
-from bench.spec import EndpointSlo, Slo
+from bench.objectives import EndpointSlo, Slo
 from bench.specfile import load_spec, spec_from_manifest
 
 SPEC = """

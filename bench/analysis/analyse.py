@@ -43,7 +43,8 @@ from bench.analysis.optimum import (
 from bench.analysis.thresholds import THRESHOLD_METRICS
 from bench.errors import UsageError
 from bench.fmt import num, opt_float, pct
-from bench.spec import CAPACITY, SLO, Demand, Fleet, Slo
+from bench.objectives import Demand, Fleet, Slo
+from bench.spec import CAPACITY, SLO
 
 # The USL needs a throughput curve in which every point saturates: a closed loop.
 CAPACITY_NEEDED = (

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.objectives import Fleet, Slo
 from bench.results import (
     BOOL_COLUMNS,
     BOTTLENECKS,
@@ -35,7 +36,7 @@ from bench.results import (
     sweep_ending,
 )
 from bench.secrets import scrub_tree
-from bench.spec import Fleet, Slo, SweepSpec
+from bench.spec import SweepSpec
 from bench.specfile import spec_from_manifest
 
 # Without these no analysis is possible; the rest may be missing (e.g. an external target with

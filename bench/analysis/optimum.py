@@ -18,7 +18,7 @@ import pandas as pd
 from bench.analysis.aggregate import CONFIG_COLUMNS, at_optimum, eligible, matching, untrusted
 from bench.analysis.models import DEFAULT_TOLERANCE
 from bench.analysis.semaphore import LIMIT, smallest_adequate_limit
-from bench.spec import Demand, Fleet, Slo
+from bench.objectives import Demand, Fleet, Slo
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ from bench.analysis.analyse import Analysis
 from bench.analysis.models import DEFAULT_HEADROOM
 from bench.errors import Inconclusive, UsageError
 from bench.fmt import num, opt_float, pct
-from bench.spec import Demand, Fleet
+from bench.objectives import Demand, Fleet
 
 # SQLAlchemy's default; kept when there is no SLO to derive a fail-fast timeout from.
 DEFAULT_POOL_TIMEOUT_S = 30

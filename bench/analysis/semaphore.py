@@ -12,7 +12,7 @@ import pandas as pd
 
 from bench.analysis.aggregate import CONFIG_COLUMNS, eligible, matching
 from bench.fmt import opt_float
-from bench.spec import Demand, Slo
+from bench.objectives import Demand, Slo
 
 LIMIT = "http_concurrency_limit"
 # A semaphore wait p95 below this is scheduling noise: calls reached the limit but hardly queued.

@@ -11,7 +11,7 @@ from bench.analysis.analyse import Analysis, ModelComparison
 from bench.analysis.models import ModelResult, SizingInputs
 from bench.analysis.optimum import row_process_connections
 from bench.analysis.thresholds import Threshold
-from bench.spec import Demand, Fleet
+from bench.objectives import Demand, Fleet
 
 
 def model_json(result: ModelResult, fleet: Fleet | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from bench.analysis.analyse import uses_database
 from bench.analysis.optimum import demands, row_process_connections
 from bench.analysis.semaphore import semaphore_warnings
 from bench.fmt import opt_float
-from bench.spec import Demand
+from bench.objectives import Demand
 
 if TYPE_CHECKING:
     from bench.analysis.analyse import Analysis

@@ -37,11 +37,11 @@ from bench.cli.common import (
 )
 from bench.errors import UsageError
 from bench.fmt import num, pct
+from bench.objectives import Demand
 from bench.report.html import (
     default_report_path,
     render_analysis,
 )
-from bench.spec import Demand
 
 MAX_TABLE_ROWS = 60
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from bench.analysis.models import ModelResult
 from bench.errors import UsageError
 from bench.fmt import num
-from bench.spec import Fleet
+from bench.objectives import Fleet
 
 EXIT_USAGE = 2
 EXIT_THRESHOLD = 1

@@ -25,6 +25,7 @@ from bench.cli.common import (
 )
 from bench.fmt import num
 from bench.instrumentation.readings import PoolWindow
+from bench.objectives import Fleet
 from bench.observe import (
     DEFAULT_POLL_S,
     Observation,
@@ -36,7 +37,6 @@ from bench.observe import (
     warnings,
 )
 from bench.observe import observe as observe_service
-from bench.spec import Fleet
 
 MISSING = "missing"
 

@@ -32,7 +32,7 @@ from bench.cli.common import (
     write_json,
 )
 from bench.errors import UsageError
-from bench.spec import Fleet
+from bench.objectives import Fleet
 
 
 @usage_errors

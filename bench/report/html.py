@@ -15,12 +15,12 @@ from bench.analysis.analyse import Analysis
 from bench.analysis.compare import Comparison, p_text
 from bench.analysis.load import Sweep
 from bench.fmt import num, pct, signed_pct, whole
+from bench.objectives import Demand
 from bench.report import charts
 from bench.report.charts import Chart
 from bench.report.timeseries import chart_time_series
 from bench.results import UNTRUSTED_BOTTLENECKS
 from bench.secrets import scrub_secrets, scrub_tree
-from bench.spec import Demand
 
 DEFAULT_REPORTS_DIR = Path("reports")
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import asyncpg
 
 from bench.errors import RunError
+from bench.objectives import PGBOUNCER
 from bench.results import SEED_LOG
-from bench.spec import PGBOUNCER, ROOT, Point
+from bench.spec import ROOT, Point
 from bench.sweep import commands
 from bench.sweep.pg import Database, PostgresServer
 from bench.sweep.pgbouncer import PgBouncerServer

@@ -18,6 +18,7 @@ import httpx
 
 from bench.errors import PostgresUnavailable, RunError, UsageError
 from bench.instrumentation.routes import METRICS_PATH
+from bench.objectives import PGBOUNCER
 from bench.results import (
     APP_LOG,
     DOWNSTREAM_LOG,
@@ -28,7 +29,7 @@ from bench.results import (
     WINDOW_FILE,
     read_markers,
 )
-from bench.spec import PGBOUNCER, ROOT, Point, SweepSpec
+from bench.spec import ROOT, Point, SweepSpec
 from bench.sweep import arrivals, commands, figures
 from bench.sweep.appworkers import AppWorkers, MetricsWindow
 from bench.sweep.backends import DatabaseSlot, database_went_away, postmaster_started

@@ -12,7 +12,8 @@ from typing import Any
 import psutil
 import pytest
 
-from bench.spec import Demand, Fleet, Point
+from bench.objectives import Demand, Fleet
+from bench.spec import Point
 from bench.sweep.appworkers import combine
 from bench.sweep.figures import label_bottleneck
 from tests.sweep.test_sweep import only_dir, read_rows
