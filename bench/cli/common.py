@@ -87,6 +87,15 @@ P99WaitOpt = Annotated[
         "--p99-wait-ms", help="Erlang C's wait budget at p99 when there is no SLO p95.", min=0
     ),
 ]
+# The sizing models' inputs that `size` and `observe` both take.
+DbCoresOpt = Annotated[
+    int | None,
+    typer.Option(help="Database server cores (HikariCP; default: this host's).", min=1),
+]
+SpindlesOpt = Annotated[int, typer.Option(help="Effective spindles (0 if cached).", min=0)]
+HeadroomOpt = Annotated[
+    float, typer.Option(help="Multiplier on Little's-law busy connections.", min=1)
+]
 IdleTimeoutOpt = Annotated[
     float | None,
     typer.Option(

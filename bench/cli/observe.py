@@ -11,12 +11,15 @@ from rich.table import Table
 from bench.analysis.models import DEFAULT_HEADROOM, DEFAULT_P99_WAIT_MS
 from bench.analysis.summary import jsonable
 from bench.cli.common import (
+    DbCoresOpt,
+    HeadroomOpt,
     IdleTimeoutOpt,
     InstancesOpt,
     JsonOpt,
     MaxConnectionsOpt,
     P99WaitOpt,
     ReservedOpt,
+    SpindlesOpt,
     WorkersOpt,
     console,
     models_table,
@@ -94,15 +97,10 @@ def observe(
     poll_s: Annotated[
         float, typer.Option(help="Seconds between polls (peaks are sampled).", min=0.1, max=60)
     ] = DEFAULT_POLL_S,
-    db_cores: Annotated[
-        int | None,
-        typer.Option(help="Database server cores (HikariCP; default: this host's).", min=1),
-    ] = None,
-    spindles: Annotated[int, typer.Option(help="Effective spindles (0 if cached).", min=0)] = 0,
+    db_cores: DbCoresOpt = None,
+    spindles: SpindlesOpt = 0,
     p99_wait_ms: P99WaitOpt = DEFAULT_P99_WAIT_MS,
-    headroom: Annotated[
-        float, typer.Option(help="Multiplier on Little's-law busy connections.", min=1)
-    ] = DEFAULT_HEADROOM,
+    headroom: HeadroomOpt = DEFAULT_HEADROOM,
     slo_p95_ms: Annotated[
         float | None,
         typer.Option(

@@ -20,11 +20,14 @@ from bench.analysis.models import (
 )
 from bench.analysis.summary import size_summary
 from bench.cli.common import (
+    DbCoresOpt,
+    HeadroomOpt,
     InstancesOpt,
     JsonOpt,
     MaxConnectionsOpt,
     P99WaitOpt,
     ReservedOpt,
+    SpindlesOpt,
     WorkersOpt,
     console,
     models_table,
@@ -59,15 +62,10 @@ def size(
             help="Target requests/s per process (default: concurrency / hold time).", min=0
         ),
     ] = None,
-    db_cores: Annotated[
-        int | None,
-        typer.Option(help="Database server cores (HikariCP; default: this host's).", min=1),
-    ] = None,
-    spindles: Annotated[int, typer.Option(help="Effective spindles (0 if cached).", min=0)] = 0,
+    db_cores: DbCoresOpt = None,
+    spindles: SpindlesOpt = 0,
     p99_wait_ms: P99WaitOpt = DEFAULT_P99_WAIT_MS,
-    headroom: Annotated[
-        float, typer.Option(help="Multiplier on Little's-law busy connections.", min=1)
-    ] = DEFAULT_HEADROOM,
+    headroom: HeadroomOpt = DEFAULT_HEADROOM,
     connections_per_request: Annotated[
         int, typer.Option(help="Connections one request holds at once (deadlock floor).", min=1)
     ] = 1,
