@@ -116,14 +116,22 @@ def locust_argv(
     argv += ["-t", f"{run_time_s(point)}s", "--host", url]
     argv += ["--csv", str(run_dir / LOCUST_CSV_PREFIX), "--csv-full-history"]
     argv += ["--only-summary", "--exit-code-on-error", "0", "--loglevel", "WARNING"]
-    if workers > 1:
-        # --processes makes this Locust a master that forks workers connecting to
-        # --master-host:--master-port; Locust's own default binds every interface at 5557.
-        port = str(free_port())
-        argv += ["--processes", str(workers)]
-        argv += ["--master-bind-host", DEFAULT_MASTER_BIND_HOST, "--master-bind-port", port]
-        argv += ["--master-host", DEFAULT_MASTER_BIND_HOST, "--master-port", port]
-    return argv
+    return argv + local_processes_args(workers)
+
+
+def local_processes_args(workers: int) -> list[str]:
+    """Locust options for `workers` local worker processes (none for one process).
+
+    --processes makes Locust a master that forks workers connecting to
+    --master-host:--master-port on loopback, at a port free at the time of the call; Locust's
+    own default binds every interface at 5557.
+    """
+    if workers <= 1:
+        return []
+    port = str(free_port())
+    argv = ["--processes", str(workers)]
+    argv += ["--master-bind-host", DEFAULT_MASTER_BIND_HOST, "--master-bind-port", port]
+    return argv + ["--master-host", DEFAULT_MASTER_BIND_HOST, "--master-port", port]
 
 
 def _relative_to_checkout(path: Path) -> str:
