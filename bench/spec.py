@@ -26,6 +26,10 @@ SHAPES = ("constant", "step", "spike")
 # the throughput curve (USL, Little's-law ceiling); both: the two, from one spec.
 KINDS = ("slo", "capacity", "both")
 SLO, CAPACITY = "slo", "capacity"
+# How a sweep picks its runs: every grid point, or an adaptive search of the SLO boundary in pool
+# size (bench.sweep.search).
+GRID, ADAPTIVE = "grid", "adaptive"
+SEARCHES = (GRID, ADAPTIVE)
 # Capacity points need users well above the pool: this many times the largest pool by default.
 DEFAULT_CAPACITY_USERS_PER_CONNECTION = 4
 
@@ -186,6 +190,7 @@ class SweepSpec:
     # A locustfile of the user's own (absolute path); None: scenarios/<scenario>.py.
     locustfile: str | None = None
     kind: str = CAPACITY
+    search: str = GRID
     shape: str = DEFAULT_SHAPE
     open_model_rps: float = DEFAULT_OPEN_MODEL_RPS
     capacity_users: int | None = None

@@ -24,13 +24,16 @@ from bench.locustfiles import (
 )
 from bench.objectives import PGBOUNCER, EndpointSlo, Fleet, Slo
 from bench.spec import (
+    ADAPTIVE,
     CAPACITY,
     DEFAULT_HEALTH_PATH,
     DEFAULT_OPEN_MODEL_MAX_INFLIGHT,
     DEFAULT_OPEN_MODEL_RPS,
     DEFAULT_SHAPE,
+    GRID,
     KINDS,
     POOLERS,
+    SEARCHES,
     SHAPES,
     SLO,
     Grid,
@@ -317,6 +320,7 @@ _TOP_LEVEL = {
     "locustfile",
     "shape",
     "kind",
+    "search",
     "capacity_users",
     "open_model_rps",
     "open_model_max_inflight",
@@ -350,6 +354,19 @@ def _kind(value: object, open_model_rps: float) -> str:
     return str(value)
 
 
+def _search(value: object, kind: str) -> str:
+    """How the sweep picks its runs; adaptive needs an SLO boundary to search for."""
+    if value not in SEARCHES:
+        raise _Invalid("search", f"must be one of {', '.join(SEARCHES)}")
+    if value == ADAPTIVE and kind == CAPACITY:
+        raise _Invalid(
+            "search",
+            "adaptive searches for the SLO boundary of an open model: a capacity sweep (closed "
+            "loop) has none; set open_model_rps, or search = grid",
+        )
+    return str(value)
+
+
 def _build(
     raw: Mapping[str, Any], default_name: str, base_dir: Path, *, check_files: bool
 ) -> SweepSpec:
@@ -375,12 +392,14 @@ def _build(
             f"{locustfile} runs its users' own loop (a closed loop: kind = capacity)",
         )
     kind = _kind(raw.get("kind"), open_model_rps)
+    search = _search(raw.get("search", GRID), kind)
     capacity_users = raw.get("capacity_users")
     spec = SweepSpec(
         name=name,
         scenario=scenario,
         locustfile=locustfile,
         kind=kind,
+        search=search,
         shape=shape,
         open_model_rps=open_model_rps,
         capacity_users=None

@@ -12,6 +12,7 @@ from bench.analysis.optimum import demands, row_process_connections
 from bench.analysis.semaphore import semaphore_warnings
 from bench.fmt import opt_float
 from bench.objectives import Demand
+from bench.spec import ADAPTIVE
 
 if TYPE_CHECKING:
     from bench.analysis.analyse import Analysis
@@ -27,6 +28,13 @@ def collect_warnings(analysis: Analysis) -> list[str]:
     """Everything a reader must know before trusting the recommendation."""
     runs = analysis.sweep.runs
     out: list[str] = list(analysis.sweep.problems)
+    spec = analysis.sweep.spec
+    if spec is not None and spec.search == ADAPTIVE:
+        out.append(
+            f"an adaptive search (bench/sweep/search.py) ran {len(runs)} of the grid's "
+            f"{len(spec.points())} runs: sizes away from the SLO boundary ran once or not at all, "
+            "so the fitted models rest on fewer points (search = grid measures every point)"
+        )
     if analysis.sweep.source == "locust":
         out.append(
             "plain Locust output: the pool config is unknown, so only latency, errors and "

@@ -261,3 +261,39 @@ def test_a_target_with_only_prometheus_metrics_still_gives_pool_figures(tmp_path
         timeout=120,
     )
     assert "read the target's /metrics (it serves no /telemetry)" in analysed.stdout
+
+
+@pytest.mark.slow
+def test_an_adaptive_search_runs_part_of_the_grid_and_finds_its_optimum(tmp_path: Path) -> None:
+    spec = tmp_path / "search.toml"
+    spec.write_text(
+        TINY_SPEC.format(pool_sizes="[1, 2, 3, 4, 6, 8]", users=20, duration_s=3)
+        .replace('scenario = "single_query"', 'scenario = "single_query"\nopen_model_rps = 2.5')
+        .replace("repetitions = 1", "repetitions = 2")
+        + "[slo]\np95_ms = 100\n"
+    )
+    out = tmp_path / "results"
+    done = run_sweep(str(spec), "--search", "adaptive", "--out", str(out), "--no-report")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "an adaptive search of 12 grid runs" in done.stdout
+    sweep_dir = only_sweep_dir(out)
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["spec"]["search"] == "adaptive"
+    _, rows = read_rows(sweep_dir)
+    assert 2 <= len(rows) < 12
+    analysis = tmp_path / "analysis.json"
+    analysed = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "analyze", str(sweep_dir), "--json", str(analysis)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert analysed.returncode == 0, analysed.stderr
+    assert f"an adaptive search (bench/sweep/search.py) ran {len(rows)} of" in analysed.stdout
+    # The search stops at the smallest size that met the SLO in both repetitions: the only size
+    # it ran twice, and the analysis of its runs picks the same.
+    twice = {int(r["pool_size"]) for r in rows if r["repetition"] == "2"}
+    assert len(twice) == 1
+    recommended = json.loads(analysis.read_text())["recommendation"]
+    assert recommended is not None and recommended["pool_size"] == twice.pop()
