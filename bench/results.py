@@ -81,6 +81,7 @@ TELEMETRY_COLUMNS = (
     "pg_pool_acquire_wait_p95_ms", "pg_pool_hold_time_mean_ms", "pg_pool_peak_checked_out",
     "pg_pool_timeouts", "http_peak_in_flight", "http_semaphore_wait_p95_ms",
     "http_waits_holding_connection",
+    "littles_efficiency", "handoff_share", "idle_share", "ping_mean_ms", "pings",
 )  # fmt: skip
 DB_COLUMNS = ("pg_peak_connections", "pg_xact_commit")
 # PgBouncer (pooler = pgbouncer; blank when direct): SHOW POOLS peaks over the window for the

@@ -34,6 +34,8 @@ def poolbench(*args: str) -> subprocess.CompletedProcess[str]:
         (["size", "--concurrency", "abc"], "Invalid value for '--concurrency'"),
         (["size", "--concurrency", "10", "--no-such-option"], "No such option"),
         (["sweep", "no/such/spec.toml"], "no such file"),
+        (["sweep", "bench/specs/quick.toml", "--workers", "0"], "--workers 0: give a number"),
+        (["sweep", "bench/specs/quick.toml", "--workers", "many"], "or auto"),
     ],
 )
 def test_bad_command_line_is_one_error_line(args: list[str], needle: str) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.load import connections
+from bench.objectives import Slo
 from bench.results import POINT_COLUMNS, UNTRUSTED_BOTTLENECKS
 
 # A config is everything that defines a point except the repetition.
@@ -33,7 +34,8 @@ MEAN_COLUMNS = (
     "acquire_wait_p99_ms", "hold_time_mean_ms", "hold_time_p95_ms", "hold_time_cv", "app_cpu_pct",
     "locust_cpu_pct", "pg_cpu_pct", "host_cpu_pct", "downstream_cpu_pct", "schedule_lag_p95_ms",
     "app_inflight_mean", "statements_per_request", "pg_pool_acquire_wait_p95_ms",
-    "pg_pool_hold_time_mean_ms", "http_semaphore_wait_p95_ms",
+    "pg_pool_hold_time_mean_ms", "http_semaphore_wait_p95_ms", "littles_efficiency",
+    "handoff_share", "ping_mean_ms",
 )  # fmt: skip
 MAX_COLUMNS = (
     "peak_checked_out", "pg_peak_connections", "app_inflight_peak", "pg_pool_peak_checked_out",
@@ -52,10 +54,22 @@ def untrusted(frame: pd.DataFrame) -> pd.Series:
 
 def matching(frame: pd.DataFrame, values: Mapping[str, Any]) -> pd.Series:
     """True for rows equal to `values` in every column given (a blank matches a blank)."""
-    mask = pd.Series(True, index=frame.index)
+    # On the columns' arrays: a pandas operation per column cost ~0.3 ms, called thousands of times.
+    mask = np.ones(len(frame), dtype=bool)
     for column, value in values.items():
-        mask &= frame[column].isna() if pd.isna(value) else frame[column] == value
-    return mask
+        cells = frame[column].to_numpy()
+        mask &= pd.isna(cells) if pd.isna(value) else cells == value
+    return pd.Series(mask, index=frame.index)
+
+
+# The columns `Slo.failure` reads: rows cut to them convert to dicts ~20 times faster.
+SLO_COLUMNS = ("requests", "empty_windows", "p95_ms", "error_rate")
+
+
+def meets_slo(frame: pd.DataFrame, slo: Slo) -> list[bool]:
+    """`slo.passes` of each row (a run or an aggregated config)."""
+    columns = [c for c in SLO_COLUMNS if c in frame.columns]
+    return [slo.passes(row) for row in frame[columns].to_dict("records")]
 
 
 def eligible(frame: pd.DataFrame) -> pd.DataFrame:
@@ -79,12 +93,32 @@ def mode(values: pd.Series) -> str:
     return str(counts.index[0]) if not counts.empty else "none"
 
 
+def group_mode(values: pd.Series, groups: pd.Series) -> pd.Series:
+    """`mode` of each group at once (ties to the value seen first), indexed by group id.
+
+    One sort over all rows instead of a Python call per group: 2,000 configs took ~1 s.
+    """
+    frame = pd.DataFrame({"group": groups.to_numpy(), "value": values.to_numpy()})
+    frame = frame[frame["value"].notna()]
+    frame["first"] = np.arange(len(frame))
+    counted = frame.groupby(["group", "value"], sort=False).agg(
+        count=("first", "size"), first=("first", "min")
+    )
+    ranked = counted.reset_index().sort_values(
+        ["group", "count", "first"], ascending=[True, False, True], kind="stable"
+    )
+    modal = ranked.drop_duplicates("group").set_index("group")["value"].astype(str)
+    return modal.reindex(pd.Index(range(int(groups.max()) + 1))).fillna("none")
+
+
 def t_quantiles(counts: pd.Series, confidence: float = CONFIDENCE) -> pd.Series:
     """The two-sided t quantile for each sample size (NaN below 2), computed once per size."""
-    from scipy import stats  # imported on use: scipy.stats alone costs ~0.5 s of CLI start-up
+    # scipy.special's stdtrit is the function stats.t.ppf calls (same values), without the
+    # ~1 s import of scipy.stats.
+    from scipy.special import stdtrit
 
     quantiles = {
-        n: float(stats.t.ppf((1 + confidence) / 2, n - 1)) if n >= 2 else math.nan
+        n: float(stdtrit(n - 1, (1 + confidence) / 2)) if n >= 2 else math.nan
         for n in counts.unique()
     }
     return counts.map(quantiles)
@@ -100,6 +134,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     has_trusted = (~bad).groupby(config_id).transform("any")
     kept = runs[~bad | ~has_trusted]
     excluded = bad & has_trusted
+    # Runs whose window completed no request: such a config fails any SLO.
+    kept = kept.assign(empty_windows=(kept["requests"] == 0).astype(int))
     grouped = kept.groupby(keys, dropna=False, sort=True)
     spread = grouped[["rps", "p95_ms"]].std(ddof=1)
     out = pd.concat(
@@ -109,13 +145,14 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             grouped[list(SUM_COLUMNS)].sum(min_count=1),
             spread.add_suffix("_std"),
             grouped.size().rename("reps"),
-            grouped["bottleneck"].agg(mode),
             grouped["locust_cpu_warning"].any(),
-            # Runs whose window completed no request: such a config fails any SLO.
-            grouped["requests"].agg(lambda r: int((r == 0).sum())).rename("empty_windows"),
+            grouped["empty_windows"].sum(),
         ],
         axis=1,
     ).reset_index()
+    # ngroup numbers the groups in the sorted order of `out`'s rows.
+    modal = group_mode(kept["bottleneck"], grouped.ngroup())
+    out.insert(out.columns.get_loc("locust_cpu_warning"), "bottleneck", modal.to_numpy())
     excluded_by_config = (
         runs.assign(_excluded=excluded.to_numpy())
         .groupby(keys, dropna=False, sort=True)["_excluded"]

@@ -32,6 +32,7 @@ from bench.sweep.runner import Measured, SweepListener, run_sweep
 from bench.sweep.sweepdir import SweepDir
 
 DEFAULT_RESULTS_DIR = Path("results")
+AUTO_WORKERS = "auto"
 TABLE_COLUMNS = (
     ("run_id", "run_id", "{}"),
     ("rps", "rps", "{:.1f}"),
@@ -164,12 +165,25 @@ def _changed_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") 
     return changed
 
 
+def parse_workers(value: str) -> int | None:
+    """`--workers`: a number of local Locust processes (>= 1), or `auto` (None)."""
+    if value.strip().lower() == AUTO_WORKERS:
+        return None
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise UsageError(f"--workers {value}: give a number of processes (>= 1) or {AUTO_WORKERS}")
+    return workers
+
+
 def _remote_workers(
-    count: int, local_workers: int, bind_host: str, port: int | None
+    count: int, local_workers: int | None, bind_host: str, port: int | None
 ) -> RemoteWorkers | None:
     if count == 0:
         return None
-    if local_workers > 1:
+    if local_workers is not None and local_workers > 1:
         raise UsageError("--workers and --remote-workers: give one (local or remote workers)")
     return RemoteWorkers(count=count, bind_host=bind_host, port=port or free_port())
 
@@ -190,13 +204,15 @@ def sweep(
         typer.Option(help=f"Use this Postgres instead of a throwaway one (or set {DSN_ENV})."),
     ] = None,
     workers: Annotated[
-        int,
+        str,
         typer.Option(
-            help="Local Locust worker processes (locust --processes); their CPU is measured as "
-            "the load generator's.",
-            min=1,
+            metavar=f"N|{AUTO_WORKERS}",
+            help="Local Locust processes per run (N > 1: locust --processes N); their CPU is "
+            f"measured as the load generator's. {AUTO_WORKERS}: per run, the fewest that keep "
+            "each under Locust's CPU warning at the point's expected rate, at most the host's "
+            "cores (run.json locust_workers says why).",
         ),
-    ] = 1,
+    ] = AUTO_WORKERS,
     remote_workers: Annotated[
         int,
         typer.Option(
@@ -248,13 +264,14 @@ def sweep(
         "grid.users": [users] if users is not None else None,
     }
     try:
-        remote = _remote_workers(remote_workers, workers, master_bind_host, master_port)
+        local_workers = parse_workers(workers)
+        remote = _remote_workers(remote_workers, local_workers, master_bind_host, master_port)
         overrides = dict(parse_override(item) for item in set_ or [])
         overrides |= {key: value for key, value in options.items() if value is not None}
         if locustfile is not None:  # replaces the spec's scenario
             overrides |= {"locustfile": str(locustfile.resolve()), "scenario": None}
         spec, source = _resolve(spec_path, resume, overrides)
-        _sweep(spec, source, out, resume, dsn, workers, remote, report=report)
+        _sweep(spec, source, out, resume, dsn, local_workers, remote, report=report)
     except UsageError as exc:
         fail(str(exc))  # inside the command, so typer turns it into exit code 2
 
@@ -265,7 +282,7 @@ def _sweep(
     out: Path,
     resume: Path | None,
     dsn: str | None,
-    workers: int,
+    workers: int | None,
     remote: RemoteWorkers | None,
     *,
     report: bool,

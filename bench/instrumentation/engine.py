@@ -1,9 +1,17 @@
 """SQLAlchemy hooks: a checkout timer, lease times, connection churn and statements per request.
 
 SQLAlchemy has no acquire-wait timer, so the engine's pool is given a subclass of its own class
-whose `_do_get` (the checkout, including waiting and opening a connection) is timed; pool events
-give lease times (checkout to checkin) and connection counts. Both survive `engine.dispose()`:
-the pool is rebuilt from its class, and events are registered on the engine.
+whose `_do_get` (the checkout, including waiting and opening a connection) is timed, and whose
+`_do_get` and `_do_return_conn` report the pool's idle connections and waiting checkouts (the
+hand-off integral, `PoolOccupancy`). Both survive `engine.dispose()`: the pool is rebuilt from
+its class, and events are registered on the engine.
+
+A lease (hold time) runs from `_do_get` returning (the connection left the pool) to the
+`checkin` event (just before it goes back): the time no other request can have it. SQLAlchemy
+fires the `checkout` event only after `pool_pre_ping`'s round trip, so timing the lease from that
+event would leave the ping out of the hold while the connection is busy with it; the gap between
+`_do_get` returning and the `checkout` event is recorded as the ping (`ping_ms`) when one ran. The
+reset on return (ROLLBACK) runs before `checkin`, inside the lease.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from bench.instrumentation.telemetry import PoolTelemetry
 
 _CHECKOUT_STARTED = "poolbench_checkout_started"
 _CHECKOUT_REQUEST = "poolbench_checkout_request"
+_PINGS = "poolbench_pings"
 
 _in_checkout: ContextVar[bool] = ContextVar("poolbench_in_checkout", default=False)
 
@@ -36,6 +45,7 @@ class _TimedCheckout(Pool):
         if _in_checkout.get():
             return super()._do_get()
         token = _in_checkout.set(True)
+        self._report_idle(+1)
         started = time.perf_counter()
         try:
             entry = super()._do_get()
@@ -44,9 +54,26 @@ class _TimedCheckout(Pool):
             raise
         finally:
             _in_checkout.reset(token)
+            self._report_idle(-1)
         # Includes opening a connection when the pool grows: the request waited for that too.
-        self.telemetry.record_acquire(time.perf_counter() - started)
+        left = time.perf_counter()
+        self.telemetry.record_acquire(left - started)
+        # The lease starts here: pre-ping and SQLAlchemy's checkout work happen after this.
+        entry.info[_CHECKOUT_STARTED] = left
+        # A connection opened by this checkout is fresh and SQLAlchemy skips its ping.
+        entry.info[_PINGS] = bool(self._pre_ping) and not getattr(entry, "fresh", False)
+        self.telemetry.record_checkout()
         return entry
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        super()._do_return_conn(record)
+        self._report_idle()
+
+    def _report_idle(self, waiting_delta: int = 0) -> None:
+        # Only pools with a queue of idle connections (QueuePool and its async variant) know it.
+        checkedin = getattr(self, "checkedin", None)
+        if callable(checkedin):
+            self.telemetry.record_pool_state(idle=checkedin(), waiting_delta=waiting_delta)
 
 
 def _time_checkouts(pool: Pool, telemetry: PoolTelemetry) -> None:
@@ -78,11 +105,12 @@ def _pool_events(target: Engine, telemetry: PoolTelemetry) -> None:
     def _checkout(
         dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
     ) -> None:
-        record.info[_CHECKOUT_STARTED] = time.perf_counter()
+        left = record.info.get(_CHECKOUT_STARTED)
+        if left is not None and record.info.pop(_PINGS, False):
+            telemetry.record_ping(time.perf_counter() - left)
         # Pool events run in SQLAlchemy's greenlet, which shares the awaiting task's context,
         # so current_request here is the request that checks the connection out.
         record.info[_CHECKOUT_REQUEST] = hold_connection()
-        telemetry.record_checkout()
 
     @event.listens_for(target, "checkin")
     def _checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -58,7 +58,7 @@ class _PoolMetrics:
         )
         self.hold = Histogram(
             "poolbench_pool_hold_seconds",
-            "Time a connection stayed checked out (checkout to checkin).",
+            "Time a connection was out of the pool (leaving it to checkin).",
             ["pool"],
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
@@ -89,6 +89,46 @@ class _PoolMetrics:
         )
 
 
+class PoolOccupancy:
+    """Connection-seconds a pool's connections sat idle in it, and idle while a checkout waited.
+
+    Two step functions of time, both integrated exactly at every change (no sampling): idle
+    connections (in the pool, open, not leased) and waiting checkouts. `handoff_s` is the area
+    under min(idle, waiting): a connection was back in the pool and someone wanted it, but had not
+    taken it yet (the event-loop turns between a checkin and the waiter resuming). `idle_s` is the
+    area under idle; `idle_s - handoff_s` is idle time nobody asked for.
+    """
+
+    __slots__ = ("idle", "waiting", "idle_s", "handoff_s", "_changed", "_window")
+
+    def __init__(self, now: float) -> None:
+        self.idle = 0
+        self.waiting = 0
+        self.idle_s = 0.0
+        self.handoff_s = 0.0
+        self._changed = now
+        self._window = (0.0, 0.0)
+
+    def update(self, now: float, *, idle: int, waiting_delta: int = 0) -> None:
+        """Close the step that ends at `now`, then take the new idle count and waiters."""
+        elapsed = now - self._changed
+        self.idle_s += self.idle * elapsed
+        self.handoff_s += min(self.idle, self.waiting) * elapsed
+        self._changed = now
+        self.idle = idle
+        self.waiting = max(0, self.waiting + waiting_delta)
+
+    def reset_window(self, now: float) -> None:
+        """Start a new window at `now`."""
+        self.update(now, idle=self.idle)
+        self._window = (self.idle_s, self.handoff_s)
+
+    def window(self, now: float) -> tuple[float, float]:
+        """Return (idle_s, handoff_s) since the window started, up to `now`."""
+        self.update(now, idle=self.idle)
+        return self.idle_s - self._window[0], self.handoff_s - self._window[1]
+
+
 class PoolTelemetry:
     """Checkouts, waits, leases and connection churn of one pool.
 
@@ -108,6 +148,10 @@ class PoolTelemetry:
         self.connections_closed = 0
         self.acquire_wait_ms = WindowHistogram(window_samples)
         self.hold_time_ms = WindowHistogram(window_samples)
+        # pool_pre_ping's round trip per checkout that pinged (inside the hold).
+        self.ping_ms = WindowHistogram(window_samples)
+        # None until the pool's hook reports its idle count (pools without a queue never do).
+        self.occupancy: PoolOccupancy | None = None
         self.acquire_totals = Totals()
         self.hold_totals = Totals()
         self.timeouts_total = 0
@@ -157,8 +201,19 @@ class PoolTelemetry:
         """Count a connection given back (call before another task can check it out)."""
         self.checked_out = max(0, self.checked_out - 1)
 
+    def record_ping(self, ping_s: float) -> None:
+        """Record one pre-ping: from leaving the pool to the checkout event, ping included."""
+        self.ping_ms.observe(ping_s * 1000)
+
+    def record_pool_state(self, *, idle: int, waiting_delta: int = 0) -> None:
+        """Record the pool's idle connections now, and a checkout starting (+1) or ending (-1)."""
+        now = time.perf_counter()
+        if self.occupancy is None:
+            self.occupancy = PoolOccupancy(now)
+        self.occupancy.update(now, idle=idle, waiting_delta=waiting_delta)
+
     def record_hold(self, hold_s: float) -> None:
-        """Record one lease of `hold_s` seconds, checkout to checkin."""
+        """Record one lease of `hold_s` seconds, leaving the pool to checkin."""
         self.hold_time_ms.observe(hold_s * 1000)
         self.hold_totals.observe(hold_s)
         if self._series is not None:
@@ -187,6 +242,9 @@ class PoolTelemetry:
         self.connections_closed = 0
         self.acquire_wait_ms.reset()
         self.hold_time_ms.reset()
+        self.ping_ms.reset()
+        if self.occupancy is not None:
+            self.occupancy.reset_window(time.perf_counter())
 
     def snapshot(self) -> dict[str, Any]:
         """Return the window figures in the /telemetry shape."""
@@ -201,7 +259,15 @@ class PoolTelemetry:
             "connections_closed": self.connections_closed,
             "acquire_wait_ms": self.acquire_wait_ms.summary().as_dict(),
             "hold_time_ms": self.hold_time_ms.summary().as_dict(),
+            "ping_ms": self.ping_ms.summary().as_dict(),
+            **self._occupancy_window(),
         }
+
+    def _occupancy_window(self) -> dict[str, float | None]:
+        if self.occupancy is None:
+            return {"idle_s": None, "handoff_s": None}
+        idle_s, handoff_s = self.occupancy.window(time.perf_counter())
+        return {"idle_s": round(idle_s, 6), "handoff_s": round(handoff_s, 6)}
 
     def totals(self) -> dict[str, Any]:
         """Return the cumulative counters in the /telemetry/totals shape."""

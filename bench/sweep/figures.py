@@ -159,7 +159,44 @@ def telemetry_figures(telemetry: Mapping[str, Any] | None) -> dict[str, Any]:
         "http_peak_in_flight": http.get("peak_in_flight"),
         "http_semaphore_wait_p95_ms": (http.get("semaphore_wait_ms") or {}).get("p95"),
         "http_waits_holding_connection": http.get("waiting_holding_connection"),
+        **efficiency_figures(snapshot),
     }
+
+
+def efficiency_figures(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """Return Little's-law efficiency of the SQLAlchemy pool and where the rest of it went.
+
+    `littles_efficiency` = served rps x mean hold / connections: the share of the pool's
+    connection-seconds that served requests (1.0 = every connection always leased). Rate and
+    hold both come from the app's own window (one clock). Connections = pool_size plus the
+    overflow actually used (all workers summed). The rest splits into `handoff_share` (idle in
+    the pool while a checkout waited: the hand-off), `idle_share` (idle, nobody waiting) and
+    whatever neither covers (work outside the lease; requests that lease more or less than
+    once). `ping_mean_ms` and `pings`: pool_pre_ping's cost per checkout, inside the hold.
+    """
+    pool = snapshot.get("sqlalchemy") or {}
+    hold = pool.get("hold_time_ms") or {}
+    ping = pool.get("ping_ms") or {}
+    window_s = snapshot.get("window_s") or 0.0
+    completed = (snapshot.get("requests") or {}).get("completed")
+    connections = max(pool.get("pool_size") or 0, pool.get("peak_checked_out") or 0)
+    out: dict[str, Any] = {
+        "littles_efficiency": None,
+        "handoff_share": None,
+        "idle_share": None,
+        "ping_mean_ms": ping.get("mean") if ping.get("count") else None,
+        "pings": ping.get("count"),
+    }
+    capacity_s = connections * window_s
+    if capacity_s <= 0:
+        return out
+    if completed is not None and hold.get("count"):
+        out["littles_efficiency"] = completed / window_s * hold["mean"] / 1000 / connections
+    handoff_s, idle_s = pool.get("handoff_s"), pool.get("idle_s")
+    if handoff_s is not None and idle_s is not None:
+        out["handoff_share"] = handoff_s / capacity_s
+        out["idle_share"] = max(0.0, idle_s - handoff_s) / capacity_s
+    return out
 
 
 def worker_requests(telemetry: Mapping[str, Any] | None) -> list[int | None] | None:

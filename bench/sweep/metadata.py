@@ -67,7 +67,11 @@ def host() -> dict[str, Any]:
 
 
 def manifest(
-    spec: SweepSpec, spec_path: str, dsn: str | None, workers: int, remote: RemoteWorkers | None
+    spec: SweepSpec,
+    spec_path: str,
+    dsn: str | None,
+    workers: int | None,
+    remote: RemoteWorkers | None,
 ) -> dict[str, Any]:
     """A new sweep's manifest.json (status `running`)."""
     if dsn:
@@ -84,7 +88,8 @@ def manifest(
         "git_sha": git_sha(),
         "host": host(),
         "dsn": database,
-        "locust_processes": 1 if remote else max(1, workers),
+        # "auto" (no --workers): chosen per run, see run.json `locust_processes`, `locust_workers`.
+        "locust_processes": 1 if remote else (workers or "auto"),
         "remote_workers": asdict(remote) if remote else None,
         "started_at": now(),
         "finished_at": None,

@@ -34,6 +34,7 @@ from bench.sweep import arrivals, commands, figures
 from bench.sweep.appworkers import AppWorkers, MetricsWindow
 from bench.sweep.backends import DatabaseSlot, database_went_away, postmaster_started
 from bench.sweep.commands import RemoteWorkers
+from bench.sweep.loadgen import WorkersChoice, plan_workers
 from bench.sweep.metadata import manifest, now
 from bench.sweep.pg import Database, free_port
 from bench.sweep.pgbouncer import PgBouncerSample, PgBouncerSampler, require_pgbouncer
@@ -85,7 +86,7 @@ class Runner:
         children: Children,
         *,
         dsn: str | None,
-        workers: int,
+        workers: int | None,
         logs: Path,
         remote: RemoteWorkers | None = None,
         on_worker_command: Callable[[Point, str], None] | None = None,
@@ -107,10 +108,20 @@ class Runner:
         """Every DSN whose password must not reach a run's files."""
         return [dsn for dsn in [self.probe_dsn, *self.db.secret_dsns()] if dsn]
 
-    @property
-    def locust_processes(self) -> int:
-        """Locust processes on this host, whose CPU the run measures (remote workers' is not)."""
-        return 1 if self.remote is not None else max(1, self.workers)
+    def locust_workers(self, point: Point) -> WorkersChoice:
+        """Locust processes of a point on this host, whose CPU the run measures, and why.
+
+        `--workers N` wins; None (auto) estimates from the point (bench.sweep.loadgen). With
+        remote workers only the master runs here (their CPU is not measured).
+        """
+        if self.remote is not None:
+            return WorkersChoice(
+                workers=1,
+                expected_rps=None,
+                expected_cpu_pct=None,
+                reason=f"--remote-workers {self.remote.count}: only the master runs here",
+            )
+        return plan_workers(point, self.spec, given=self.workers)
 
     def _ensure_downstream(self) -> str:
         # /health checks the downstream too, so every scenario needs the stub, not just fanout.
@@ -195,7 +206,8 @@ class Runner:
             raise RunError(f"target.pid_file {path}: no pid in it ({exc})") from None
 
     def _locust(self, point: Point, url: str, run_dir: Path) -> Child:
-        argv = commands.locust_argv(point, url, run_dir, self.workers, self.spec.locust_files)
+        workers = self.locust_workers(point).workers
+        argv = commands.locust_argv(point, url, run_dir, workers, self.spec.locust_files)
         if self.remote is not None:
             argv += self.remote.master_args()
             if self.on_worker_command is not None:
@@ -366,7 +378,8 @@ class Runner:
                 "end_epoch": markers["end"],
                 "window_s": window_s,
             },
-            "locust_processes": self.locust_processes,
+            "locust_processes": (choice := self.locust_workers(point)).workers,
+            "locust_workers": choice.as_dict(),
             "remote_workers": self.remote.count if self.remote else 0,
             "locust_requests": summary.get("requests"),
             "open_model": None
@@ -421,7 +434,7 @@ def run_sweep(
     sweep_dir: Path,
     spec_path: str,
     dsn: str | None,
-    workers: int,
+    workers: int | None,
     resume: bool = False,
     remote: RemoteWorkers | None = None,
     listener: SweepListener | None = None,
