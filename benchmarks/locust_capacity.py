@@ -31,14 +31,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.locustfiles import scenario_path  # noqa: E402
 from bench.scenario_env import ScenarioEnv  # noqa: E402
 from bench.sweep.commands import local_processes_args, python_env  # noqa: E402
 from bench.sweep.pg import free_port  # noqa: E402
 from bench.sweep.samplers import HostCpu, ProcessTree  # noqa: E402
+from benchmarks.common import ROOT, machine  # noqa: E402
 
 WARMUP_S = 4.0
 WINDOW_S = 8.0
@@ -221,17 +221,9 @@ def measure(case: Case, url: str, server_pid: int, work: Path) -> Result:
     )
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def table(results: list[Result]) -> str:
     lines = [
-        f"Machine: {os.cpu_count()} cores, {cpu_model()}; window {WINDOW_S:g} s after "
-        f"{WARMUP_S:g} s warm-up, loopback.",
+        f"Machine: {machine()}; window {WINDOW_S:g} s after {WARMUP_S:g} s warm-up, loopback.",
         "",
         "| user | Locust processes | load | rps | Locust CPU-s | requests / Locust CPU-s "
         "| busiest Locust % | server % | host % |",
