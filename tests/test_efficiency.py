@@ -7,16 +7,24 @@ hand-off integral is also checked alone on hand-made steps.
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from typer.testing import CliRunner
 
+from bench.analysis.recommend import PRE_PING_NOT_MEASURED, pre_ping_cost
+from bench.cli import app
 from bench.instrumentation.engine import instrument_engine
 from bench.instrumentation.telemetry import PoolOccupancy, Telemetry
+from bench.results import RUNS_CSV_FILE
 from bench.sweep.figures import efficiency_figures, telemetry_figures
 from bench.sweep.pg import Database
+from tests.synthetic_sweep import make_sweep
 
 SLEEP_S = 0.02
 PING_SLEEP_S = 0.05
@@ -121,3 +129,37 @@ async def test_held_plus_idle_is_the_pools_whole_time(pg: Database) -> None:
     # Three hand-offs, each at least a loop turn, and no more than the idle time.
     assert 0 < pool["handoff_s"] <= pool["idle_s"]
     assert pool["handoff_s"] < 0.05
+
+
+# --- recommend: pre-ping's cost beside its benefit ------------------------------------------
+
+
+def test_pre_ping_cost_in_words() -> None:
+    measured = pre_ping_cost({"ping_mean_ms": 2.5, "hold_time_mean_ms": 25.0}, pd.DataFrame())
+    assert measured.startswith("measured 2.50 ms per checkout, 10% of the mean hold (25.0 ms)")
+    none_pinged = pd.DataFrame({"pings": [0, 0]})
+    assert "no checkout pinged" in pre_ping_cost({"hold_time_mean_ms": 25.0}, none_pinged)
+    assert pre_ping_cost({}, pd.DataFrame({"rps": [1.0]})) == PRE_PING_NOT_MEASURED
+
+
+def _add_ping_figures(sweep_dir: Path, ping_ms: float) -> None:
+    figures = {"ping_mean_ms": ping_ms, "pings": 500}
+    for path in (sweep_dir / "runs").glob("*/run.json"):
+        # The synthetic sweep writes the flat row a real run.json keeps under "figures".
+        path.write_text(json.dumps(json.loads(path.read_text()) | figures))
+    runs = pd.read_csv(sweep_dir / RUNS_CSV_FILE).assign(**figures)
+    runs.to_csv(sweep_dir / RUNS_CSV_FILE, index=False)
+
+
+def test_recommend_states_pre_pings_measured_cost(tmp_path: Path) -> None:
+    unmeasured = make_sweep(tmp_path / "a")
+    text = CliRunner().invoke(app, ["recommend", str(unmeasured)]).stdout
+    assert f"Pre-ping's cost: {PRE_PING_NOT_MEASURED}." in text
+    measured = make_sweep(tmp_path / "b")
+    _add_ping_figures(measured, 3.0)
+    result = CliRunner().invoke(app, ["recommend", str(measured)])
+    assert result.exit_code == 0, result.stderr
+    # Beside its benefit, from the recommended config's own runs (hold ~20 ms there).
+    line = next(x for x in result.stdout.splitlines() if "pool_pre_ping=True:" in x)
+    assert "failover" in line and "Pre-ping's cost: measured 3.00 ms per checkout" in line
+    assert "of the mean hold" in line

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from bench.analysis.analyse import Analysis
 from bench.analysis.models import DEFAULT_HEADROOM
 from bench.errors import Inconclusive, UsageError
@@ -18,6 +20,7 @@ DEFAULT_POOL_TIMEOUT_S = 30
 DEFAULT_POOL_RECYCLE_S = 1800
 DEFAULT_PG_MIN_SIZE = 1
 DEFAULT_UNUSED_PG_POOL = 2  # health checks only
+PRE_PING_NOT_MEASURED = "not measured (no run reported a ping figure)"
 
 
 def fail_fast_timeout_s(p95_slo_ms: float | None) -> int:
@@ -54,6 +57,21 @@ def asyncpg_pool(rec: Mapping[str, Any], headroom: float = DEFAULT_HEADROOM) -> 
     return size, why
 
 
+def pre_ping_cost(rec: Mapping[str, Any], runs: pd.DataFrame) -> str:
+    """pool_pre_ping's measured cost per checkout (the recommended config's runs), in words."""
+    ping = opt_float(rec.get("ping_mean_ms"))
+    hold = opt_float(rec.get("hold_time_mean_ms"))
+    if ping and hold:
+        # The hold runs from leaving the pool to checkin, so it includes the ping.
+        return (
+            f"measured {ping:.2f} ms per checkout, {ping / hold:.0%} of the mean hold "
+            f"({hold:.1f} ms): the connection stays out of the pool for it"
+        )
+    if "pings" in runs and (runs["pings"].fillna(-1) == 0).any():
+        return "not measured: no checkout pinged in these runs (pre-ping off, or fresh connections)"
+    return PRE_PING_NOT_MEASURED
+
+
 @dataclass(frozen=True, kw_only=True)
 class PoolConfig:
     """The values a snippet recommends and why; `pg_max_size` None: no direct asyncpg pool."""
@@ -67,6 +85,7 @@ class PoolConfig:
     http_concurrency_limit: int | None = None
     fleet: Fleet | None = None
     warnings: Sequence[str] = ()
+    pre_ping_cost: str = PRE_PING_NOT_MEASURED
 
 
 def config_snippet(
@@ -126,15 +145,16 @@ def config_snippet(
             if config.p95_slo_ms is not None
             else "SQLAlchemy's default; set an SLO to derive a fail-fast timeout."
         ),
-        f"# - pool_recycle={recycle} s and pool_pre_ping=True: connections that a server or "
-        "network idle cutoff closed are replaced at checkout instead of failing a request.",
+        f"# - pool_recycle={recycle} s and pool_pre_ping=True: connections that a server "
+        "restart, failover or network idle cutoff closed are replaced at checkout instead of "
+        f"failing a request. Pre-ping's cost: {config.pre_ping_cost}.",
         "",
         "# Risks to check:",
         "# - Idle cutoffs between app and database close pooled connections: Postgres "
         "idle_session_timeout (off by default), PgBouncer server_idle_timeout (600 s default), "
         "cloud load balancers (e.g. AWS NLB 350 s, Azure LB 4 min). Keep pool_recycle below the "
-        "shortest one (--idle-timeout-s) and keep pool_pre_ping=True (one round trip per "
-        "checkout).",
+        "shortest one (--idle-timeout-s) and keep pool_pre_ping=True (with asyncpg three "
+        "round trips per checkout: BEGIN, the ping, ROLLBACK).",
         "# - PgBouncer in transaction mode breaks asyncpg's prepared statements (\"prepared "
         'statement ... does not exist / already exists"). Workaround: connect_args='
         '{"statement_cache_size": 0, "prepared_statement_cache_size": 0} plus unique '
@@ -186,5 +206,6 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         ),
         fleet=analysis.fleet,
         warnings=analysis.warnings,
+        pre_ping_cost=pre_ping_cost(rec, analysis.sweep.runs),
     )
     return config_snippet(header, config, idle_timeout_s)
