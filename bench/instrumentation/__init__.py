@@ -48,7 +48,7 @@ from bench.instrumentation.pgpool import (
 )
 from bench.instrumentation.routes import METRICS_PATH, TELEMETRY_PATH, telemetry_endpoints
 from bench.instrumentation.telemetry import PoolTelemetry, RequestTelemetry, Telemetry
-from bench.instrumentation.window import DEFAULT_WINDOW_SAMPLES, WindowHistogram, percentile
+from bench.instrumentation.window import WindowHistogram, percentile
 
 __all__ = [
     "AcquireTimeoutError",
@@ -109,14 +109,13 @@ def instrument(
     uncounted_paths: Iterable[str] = (),
     telemetry_path: str | None = TELEMETRY_PATH,
     metrics_path: str | None = METRICS_PATH,
-    window_samples: int = DEFAULT_WINDOW_SAMPLES,
 ) -> Instrumentation:
     """Add pool and request telemetry, `/telemetry` and `/metrics` to a FastAPI/Starlette app.
 
     Call before the app starts serving. The in-flight middleware becomes the outermost one.
     Requests to the telemetry endpoints and to `uncounted_paths` (health checks) are not counted.
     """
-    telemetry = Telemetry(window_samples=window_samples)
+    telemetry = Telemetry()
     endpoints = telemetry_endpoints(
         telemetry, telemetry_path=telemetry_path, metrics_path=metrics_path
     )

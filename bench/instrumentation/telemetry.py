@@ -23,7 +23,6 @@ from prometheus_client.registry import Collector
 
 from bench.instrumentation.context import current_pool_wait
 from bench.instrumentation.window import (
-    DEFAULT_WINDOW_SAMPLES,
     LATENCY_BUCKETS_S,
     Totals,
     WindowHistogram,
@@ -136,7 +135,7 @@ class PoolTelemetry:
     so an observer can tell "not instrumented" from "not used".
     """
 
-    def __init__(self, name: str, metrics: _PoolMetrics, window_samples: int) -> None:
+    def __init__(self, name: str, metrics: _PoolMetrics) -> None:
         self.name = name
         self.instrumented = False
         self.pool_size = 0
@@ -146,10 +145,10 @@ class PoolTelemetry:
         self.timeouts = 0
         self.connections_opened = 0
         self.connections_closed = 0
-        self.acquire_wait_ms = WindowHistogram(window_samples)
-        self.hold_time_ms = WindowHistogram(window_samples)
+        self.acquire_wait_ms = WindowHistogram()
+        self.hold_time_ms = WindowHistogram()
         # pool_pre_ping's round trip per checkout that pinged (inside the hold).
-        self.ping_ms = WindowHistogram(window_samples)
+        self.ping_ms = WindowHistogram()
         # None until the pool's hook reports its idle count (pools without a queue never do).
         self.occupancy: PoolOccupancy | None = None
         self.acquire_totals = Totals()
@@ -442,13 +441,13 @@ class _Collector(Collector):
 class Telemetry:
     """All telemetry of one app instance (one process), with its own Prometheus registry."""
 
-    def __init__(self, *, window_samples: int = DEFAULT_WINDOW_SAMPLES) -> None:
+    def __init__(self) -> None:
         # One registry per app: the global default registry would refuse a second app in the
         # same process (duplicate series).
         self.registry = CollectorRegistry()
         metrics = _PoolMetrics(self.registry)
-        self.sqlalchemy = PoolTelemetry(SQLALCHEMY, metrics, window_samples)
-        self.asyncpg = PoolTelemetry(ASYNCPG, metrics, window_samples)
+        self.sqlalchemy = PoolTelemetry(SQLALCHEMY, metrics)
+        self.asyncpg = PoolTelemetry(ASYNCPG, metrics)
         self.pools = {SQLALCHEMY: self.sqlalchemy, ASYNCPG: self.asyncpg}
         self.sections: dict[str, TelemetrySection] = {}
         # One clock for the window and the in-flight integral, so the mean is area / window_s.

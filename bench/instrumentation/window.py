@@ -1,21 +1,22 @@
-"""Exact window summaries and cumulative bucket counts: the two ways a wait is kept.
+"""Window summaries and cumulative bucket counts: the two ways a wait is kept.
 
-A window (`/telemetry`) keeps its samples, bounded, for exact percentiles; count, sum and max
-stay exact past the bound and percentiles then cover the most recent samples. Cumulative bucket
-counts (`/telemetry/totals`, Prometheus histograms) are O(1) and never reset, so an observer
-takes the difference of two readings for any window it likes.
+A window (`/telemetry`) records its samples into an HDR histogram (`bench.hdr`): fixed memory
+whatever the number of samples, percentiles within the histogram's precision (3 significant
+digits), and the histogram itself in `/telemetry` (`hdr`, encoded) so several workers' windows
+merge exactly. Count, sum, sum of squares (for the standard deviation) and max are kept exactly
+beside it. Cumulative bucket counts (`/telemetry/totals`, Prometheus histograms) are O(1) and
+never reset, so an observer takes the difference of two readings for any window it likes.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import statistics
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-DEFAULT_WINDOW_SAMPLES = 200_000
+from bench import hdr
+
 # Seconds; from sub-millisecond checkouts of an idle pool to waits that hit a 30 s pool_timeout.
 LATENCY_BUCKETS_S = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -35,7 +36,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class WindowStats:
-    """Exact summary of the samples of the current window, in milliseconds."""
+    """Summary of the current window in milliseconds: count, sum, mean, std and max exact,
+    quantiles to the histogram's precision; `hdr` is the histogram (`bench.hdr.encode`)."""
 
     count: int
     sum: float
@@ -45,6 +47,7 @@ class WindowStats:
     p95: float
     p99: float
     max: float
+    hdr: str
 
     def as_dict(self) -> dict[str, Any]:
         """The /telemetry form."""
@@ -52,41 +55,47 @@ class WindowStats:
 
 
 class WindowHistogram:
-    """Samples in milliseconds for the current window, with an exact summary."""
+    """Samples in milliseconds for the current window, in an HDR histogram (bounded memory)."""
 
-    def __init__(self, max_samples: int = DEFAULT_WINDOW_SAMPLES) -> None:
-        self._samples: deque[float] = deque(maxlen=max_samples)
+    def __init__(self) -> None:
+        self._histogram = hdr.new_histogram()
         self.count = 0
         self.total = 0.0
+        self.total_sq = 0.0
         self.max = 0.0
 
     def observe(self, value_ms: float) -> None:
         """Add one sample."""
-        self._samples.append(value_ms)
+        hdr.record_ms(self._histogram, value_ms)
         self.count += 1
         self.total += value_ms
+        self.total_sq += value_ms * value_ms
         self.max = max(self.max, value_ms)
 
     def reset(self) -> None:
         """Drop every sample."""
-        self._samples.clear()
+        self._histogram.reset()
         self.count = 0
         self.total = 0.0
+        self.total_sq = 0.0
         self.max = 0.0
 
     def summary(self) -> WindowStats:
-        """Return count, sum, mean, std, p50/p95/p99 and max of the window."""
-        values = sorted(self._samples)
+        """Return count, sum, mean, std, p50/p95/p99, max and the encoded histogram."""
+        mean = self.total / self.count if self.count else 0.0
+        # Population std from the exact sums: the hold time's variability for Allen-Cunneen.
+        variance = max(0.0, self.total_sq / self.count - mean * mean) if self.count else 0.0
+        p50, p95, p99 = hdr.quantiles_ms(self._histogram, (0.50, 0.95, 0.99))
         return WindowStats(
             count=self.count,
             sum=round(self.total, 4),
-            mean=round(self.total / self.count, 4) if self.count else 0.0,
-            # Over the kept samples: the hold time's variability for Allen-Cunneen.
-            std=round(statistics.pstdev(values), 4) if values else 0.0,
-            p50=round(percentile(values, 0.50), 4),
-            p95=round(percentile(values, 0.95), 4),
-            p99=round(percentile(values, 0.99), 4),
+            mean=round(mean, 4),
+            std=round(math.sqrt(variance), 4),
+            p50=round(p50, 4),
+            p95=round(p95, 4),
+            p99=round(p99, 4),
             max=round(self.max, 4),
+            hdr=hdr.encode(self._histogram),
         )
 
 

@@ -10,9 +10,10 @@ and combines the snapshots into one in the same layout, for the whole app:
 - peaks (`peak_*`, `inflight_peak`) are the sum of the per-worker peaks: an upper bound of the
   simultaneous peak (exact with one worker; workers need not peak at the same moment);
 - a timing histogram's count, sum and max are exact, its mean is sample-weighted (exact) and its
-  std pooled over the workers' samples; its quantiles (p50, p95, p99) are the largest of the
-  workers' quantiles: an upper bound of the quantile over all samples (every worker has at
-  least that share of its samples below it), exact with one worker;
+  std pooled over the workers' samples (exact); its quantiles (p50, p95, p99) come from the
+  workers' HDR histograms (`hdr`, `bench.hdr`) added up, so they are the quantiles over all
+  samples to the histogram's precision, and the sum is kept as `hdr`. A worker that gives no
+  `hdr` (a target instrumented before it existed) leaves the quantiles unknown (None);
 - settings per process (`pool_size`, `max_overflow`, `limit`) are summed: the app's capacity;
 - `statements_per_request` is recomputed from the sums; `window_s` is the longest window.
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from bench import hdr
 from bench.instrumentation.prometheus import parse_metrics
 from bench.instrumentation.readings import Reading, merge_missing, window_between
 from bench.instrumentation.routes import METRICS_PATH
@@ -102,9 +104,12 @@ def _histogram(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out["std"] = round(math.sqrt(max(0.0, second_moment / count - mean**2)), 4)
     elif "std" in parts[0]:
         out["std"] = 0.0
+    if not all(isinstance(p.get("hdr"), str) for p in parts):
+        return out | dict.fromkeys(QUANTILES)
+    merged = hdr.merge(p["hdr"] for p in parts)
     for q in QUANTILES:
-        out[q] = max((p[q] for p in counted if p.get(q) is not None), default=0.0)
-    return out
+        out[q] = round(hdr.quantile_ms(merged, int(q[1:]) / 100), 4)
+    return out | {"hdr": hdr.encode(merged)}
 
 
 def _is_number(value: object) -> bool:

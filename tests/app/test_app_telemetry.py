@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bench import hdr
 from bench.instrumentation import PoolTelemetry, Telemetry, WindowHistogram, percentile
 from tests.app.app_helpers import (
     AppRunner,
@@ -146,20 +147,26 @@ async def test_connections_opened_and_closed_are_counted(run_app: AppRunner) -> 
     assert telemetry.asyncpg.connections_closed == 2
 
 
-def test_window_histogram_is_exact_and_bounded() -> None:
-    hist = WindowHistogram(max_samples=1000)
+def test_window_histogram_keeps_exact_sums_and_hdr_quantiles() -> None:
+    hist = WindowHistogram()
     for value in range(1, 101):
         hist.observe(float(value))
     stats = hist.summary()
     assert (stats.count, stats.sum, stats.mean, stats.max) == (100, 5050.0, 50.5, 100.0)
     assert stats.std == pytest.approx(28.8661, abs=1e-4)  # population std of 1..100
-    assert stats.p50 == pytest.approx(50.5)
-    assert stats.p95 == pytest.approx(95.05)
-    assert stats.p99 == pytest.approx(99.01)
-    for _ in range(5000):
+    # HDR quantiles are recorded values (nearest rank), to 3 significant digits.
+    assert stats.p50 == pytest.approx(50.0, rel=1e-3)
+    assert stats.p95 == pytest.approx(95.0, rel=1e-3)
+    assert stats.p99 == pytest.approx(99.0, rel=1e-3)
+    assert hdr.decode(stats.hdr).get_total_count() == 100
+    memory = len(hdr.decode(stats.hdr).counts)
+    for _ in range(50_000):
         hist.observe(1.0)
-    assert hist.summary().count == 5100  # exact count past the buffer bound
-    assert hist.summary().p99 == 1.0  # percentiles over the newest samples
+    assert hist.summary().count == 50_100  # every sample counted, in the same fixed memory
+    assert hist.summary().p95 == pytest.approx(1.0, rel=1e-3)
+    assert len(hist._histogram.counts) == memory
+    hist.reset()
+    assert (hist.summary().count, hist.summary().p99, hist.summary().std) == (0, 0.0, 0.0)
     assert percentile([], 0.5) == 0.0
 
 

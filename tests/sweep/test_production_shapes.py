@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
+from bench import hdr
 from bench.objectives import Demand, Fleet
 from bench.spec import Point
 from bench.sweep.appworkers import combine
@@ -63,7 +64,10 @@ def snapshot(
     }
 
 
-def hist(count: int, mean: float, std: float, p95: float) -> dict[str, float]:
+def hist(count: int, mean: float, std: float, p95: float) -> dict[str, Any]:
+    values = hdr.new_histogram()
+    for value_ms in [mean] * (count - count // 10) + [p95] * (count // 10):
+        hdr.record_ms(values, value_ms)
     return {
         "count": count,
         "sum": count * mean,
@@ -73,6 +77,7 @@ def hist(count: int, mean: float, std: float, p95: float) -> dict[str, float]:
         "p95": p95,
         "p99": p95 + 1,
         "max": p95 + 2,
+        "hdr": hdr.encode(values),
     }
 
 
@@ -96,8 +101,17 @@ def test_workers_combine_into_one_app() -> None:
     # Pooled std over all samples: E[x^2] - mean^2.
     second = (100 * (4 + 2500) + 300 * (16 + 3600)) / 400
     assert hold["std"] == pytest.approx(math.sqrt(second - 57.5**2), abs=1e-3)
-    # Quantiles: the largest worker's, an upper bound of the combined one.
-    assert (hold["p95"], hold["p99"], hold["max"]) == (66.0, 67.0, 68.0)
+    # Quantiles of all 400 samples from the added histograms: 90 % at the means (90 at 50,
+    # 270 at 60), 10 % at the tails (10 at 54, 30 at 66), not the largest worker's quantile.
+    assert hold["p50"] == pytest.approx(60.0, rel=1e-3)
+    assert hold["p95"] == pytest.approx(66.0, rel=1e-3)
+    # p99 is 66 over all samples; the largest worker p99 (67) was only an upper bound.
+    assert hold["p99"] == pytest.approx(66.0, rel=1e-3)
+    assert hold["max"] == 68.0 and hdr.decode(hold["hdr"]).get_total_count() == 400
+    # A worker without a histogram (an older target): the quantiles are unknown, not guessed.
+    del b["sqlalchemy"]["hold_time_ms"]["hdr"]
+    old = combine([a, b])["sqlalchemy"]["hold_time_ms"]
+    assert (old["p95"], old["count"]) == (None, 400)
     assert out["window_s"] == b["window_s"] and out["app_workers"] == 2
     assert out["per_worker"] == [a, b]
 
