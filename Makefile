@@ -37,9 +37,12 @@ bench: install
 report: install
 	$(VENV)/bin/poolbench report $(SWEEP)
 
-# Speed and memory of the analysis on a synthetic 1,000-run table.
+# Every figure of docs/PERFORMANCE.md, one benchmark after another (about 40 minutes on 2
+# cores; each prints its Markdown table). One of them: make perf PERF=benchmarks/noise.py
+PERF ?= benchmarks/analysis.py benchmarks/app_cpu.py benchmarks/locust_capacity.py \
+	benchmarks/littles_law.py benchmarks/noise.py benchmarks/search.py benchmarks/latency_memory.py
 perf: install
-	$(PY) scripts/bench_analysis.py
+	@for bench in $(PERF); do echo "== $$bench"; $(PY) $$bench || exit 1; echo; done
 
 clean:
 	rm -rf $(VENV) results build *.egg-info .pytest_cache .mypy_cache .ruff_cache

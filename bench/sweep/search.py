@@ -6,16 +6,18 @@ on the sizes next to the SLO boundary. `--search adaptive` runs the same points,
 time from the verdicts so far, and only the grid's own points, so the analysis reads the result
 as it reads a grid:
 
-1. probe: repetition 1 of the smallest size, then of sizes about doubling until one meets the SLO;
-2. bisect: repetition 1 of the middle size between the largest failing and smallest passing size,
-   until they are neighbours in the grid;
+1. the largest size, repetition 1: the upper bound (if it misses the SLO, every size does), and
+   the run with an ample pool that the models take their inputs from;
+2. bisect: repetition 1 of the middle size between the largest failing and the smallest passing
+   size, until they are neighbours in the grid;
 3. confirm: the passing neighbour's remaining repetitions. If one fails, that size fails: the
-   search goes on above it (one size at a time once anything has passed).
+   search goes on just above it, one size at a time.
 
-It stops when the smallest passing size passed every repetition, or when every size failed. The
-decision is a pure function of the finished runs' verdicts, so `--resume` carries on where the
-search stopped. A run a CPU or the load generator limited says nothing about the pool: it counts
-as a failure here (the search moves up), as the analysis leaves it out.
+It stops when the smallest passing size passed every trusted repetition, or when every size
+failed. A run a CPU or the load generator limited says nothing about the pool, as in the analysis:
+its size stays unknown and the search goes around it (if the largest size is such a run, it
+probes up from the smallest size, about doubling). The decision is a pure function of the
+finished runs' verdicts, so `--resume` carries on where the search stopped.
 
 It assumes what pool sizing assumes: a size that meets the SLO is not followed by a larger size
 that misses it. Sizes below the largest failing one are never run, so the analysis cannot
@@ -36,15 +38,16 @@ from bench.objectives import Slo
 from bench.results import UNTRUSTED_BOTTLENECKS
 from bench.spec import SLO, Point
 
-# What a finished run says about its pool size.
-PASS, FAIL = "pass", "fail"
+# What a finished run says about its pool size. A run a CPU or the load generator limited says
+# nothing (the analysis leaves it out): it neither passes nor fails its size.
+PASS, FAIL, UNTRUSTED = "pass", "fail", "untrusted"
 
 
 def run_verdict(point: Point, record: Mapping[str, Any], slo: Slo) -> str:
-    """PASS if the run met the SLO and nothing but the pool could have limited it, else FAIL."""
+    """PASS or FAIL as the analysis judges the run (`run_failure`), or UNTRUSTED."""
     figures = record.get("figures") or {}
     if figures.get("bottleneck") in UNTRUSTED_BOTTLENECKS:
-        return FAIL
+        return UNTRUSTED
     row = {**point.as_dict(), **figures}
     return PASS if run_failure(row, slo, record.get("endpoints") or {}) is None else FAIL
 
@@ -64,41 +67,42 @@ class Line:
             for key, point in self.points.items()
             if (verdict := verdicts.get(point.run_id)) is not None
         }
-        failing = [i for i, size in enumerate(self.sizes) if self._fails(known, size)]
-        lo = max(failing, default=-1)
-        passing = [
-            i for i, size in enumerate(self.sizes) if i > lo and self._passed_once(known, size)
-        ]
-        if not passing:
-            if lo == len(self.sizes) - 1:
-                return None  # every size failed
-            ever_passed = any(v == PASS for v in known.values())
-            return self._first(self._probe(lo) if not ever_passed else lo + 1)
-        hi = passing[0]
-        if hi - lo > 1:
-            return self._first((lo + hi) // 2)
+        top = len(self.sizes) - 1
+        if (self.sizes[top], 1) not in known:
+            return self._first(top)  # the upper bound, and the models' unconstrained reference
+        lo = max((i for i in range(top + 1) if self._has(known, i, FAIL)), default=-1)
+        hi = next((i for i in range(lo + 1, top + 1) if self._has(known, i, PASS)), None)
+        # Sizes whose first repetition is still to run (one that ran untrusted stays unknown).
+        untried = [i for i in range(lo + 1, top + 1) if (self.sizes[i], 1) not in known]
+        # A size that passed once and then failed puts the boundary just above it.
+        near = any(self._has(known, i, PASS) for i in range(lo + 1))
+        if hi is None:
+            if not untried:
+                return None  # every size failed, or none could be judged
+            return self._first(untried[0] if near else self._probe(lo, untried))
+        between = [i for i in untried if i < hi]
+        if between:
+            middle = (lo + hi) / 2
+            return self._first(between[0] if near else min(between, key=lambda i: abs(i - middle)))
         size = self.sizes[hi]
         for rep in range(1, self.repetitions + 1):
             if (size, rep) not in known:
                 return self.points[(size, rep)]
-        return None  # the smallest passing size passed every repetition
+        return None  # the smallest passing size passed every trusted repetition
 
-    def _probe(self, lo: int) -> int:
-        """The index after lo whose size about doubles it (the smallest size first)."""
+    def _probe(self, lo: int, untried: list[int]) -> int:
+        """Without an upper bound: the smallest size, then sizes about doubling."""
         if lo < 0:
-            return 0
-        target = 2 * self.sizes[lo]
-        later = [i for i in range(lo + 1, len(self.sizes)) if self.sizes[i] >= target]
-        return later[0] if later else len(self.sizes) - 1
+            return untried[0]
+        doubled = [i for i in untried if self.sizes[i] >= 2 * self.sizes[lo]]
+        return doubled[0] if doubled else untried[-1]
 
     def _first(self, index: int) -> Point:
         return self.points[(self.sizes[index], 1)]
 
-    def _fails(self, known: Mapping[tuple[int, int], str], size: int) -> bool:
-        return any(v == FAIL for (s, _), v in known.items() if s == size)
-
-    def _passed_once(self, known: Mapping[tuple[int, int], str], size: int) -> bool:
-        return any(v == PASS for (s, _), v in known.items() if s == size)
+    def _has(self, known: Mapping[tuple[int, int], str], index: int, verdict: str) -> bool:
+        size = self.sizes[index]
+        return any(v == verdict for (s, _), v in known.items() if s == size)
 
 
 def _line_key(point: Point) -> tuple[Any, ...]:
