@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.aggregate import CONFIG_COLUMNS, at_optimum, eligible, matching, untrusted
+from bench.analysis.aggregate import (
+    CONFIG_COLUMNS,
+    at_optimum,
+    eligible,
+    matching,
+    meets_slo,
+    untrusted,
+)
 from bench.analysis.models import DEFAULT_TOLERANCE
 from bench.analysis.semaphore import LIMIT, smallest_adequate_limit
 from bench.objectives import Demand, Fleet, Slo
@@ -80,7 +87,7 @@ def find_optimum(
     notes: list[str] = []
     if candidates.empty:
         return inconclusive(table)
-    passing = candidates[[slo.passes(row) for row in candidates.to_dict("records")]]
+    passing = candidates[meets_slo(candidates, slo)]
     slo_met = not passing.empty
     pool = passing if slo_met else candidates
     if not slo_met and slo.is_set:
@@ -138,9 +145,17 @@ def _within_fleet(
     return near, False, [f"no measured config fits the fleet budget ({fleet.budget} connections)"]
 
 
+# The columns `Demand.of` reads.
+DEMAND_COLUMNS = (
+    "pool_size", "max_overflow", "pg_max_size", "app_workers", "pg_peak_connections",
+    "pgbouncer_pool_size", "pooler",
+)  # fmt: skip
+
+
 def demands(frame: pd.DataFrame) -> list[Demand]:
     """What each config (row) asks of the fleet's connection budget (`Demand.of`)."""
-    return [Demand.of(row) for row in frame.to_dict("records")]
+    columns = [c for c in DEMAND_COLUMNS if c in frame.columns]
+    return [Demand.of(row) for row in frame[columns].to_dict("records")]
 
 
 def run_failure(
@@ -218,15 +233,23 @@ def config_verdicts(
     """
     trusted = runs[~untrusted(runs)]
     keys = [c for c in config_columns if c in runs.columns]
-    verdicts = []
-    for row in table.to_dict("records"):
-        same = matching(trusted, {key: row.get(key) for key in keys})
-        failures = [
-            run_failure(run, slo, endpoints(str(run["run_id"])) if endpoints else None)
-            for run in trusted[same].to_dict("records")
-        ]
-        verdicts.append(ConfigVerdict(row={str(k): v for k, v in row.items()}, failures=failures))
-    return verdicts
+    # Each run's verdict once, filed under its config (not a scan of every run per config).
+    by_config: dict[tuple[Any, ...], list[str | None]] = {}
+    for key, run in zip(config_keys(trusted, keys), trusted.to_dict("records"), strict=True):
+        failure = run_failure(run, slo, endpoints(str(run["run_id"])) if endpoints else None)
+        by_config.setdefault(key, []).append(failure)
+    return [
+        ConfigVerdict(row={str(k): v for k, v in row.items()}, failures=by_config.get(key, []))
+        for key, row in zip(config_keys(table, keys), table.to_dict("records"), strict=True)
+    ]
+
+
+def config_keys(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Each row's values in `keys` as a hashable tuple (blanks as None, so blank matches blank)."""
+    if frame.empty:
+        return []
+    columns = frame[list(keys)].astype(object)
+    return list(columns.where(columns.notna(), None).itertuples(index=False, name=None))
 
 
 def find_slo_optimum(

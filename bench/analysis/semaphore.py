@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.aggregate import CONFIG_COLUMNS, eligible, matching
+from bench.analysis.aggregate import CONFIG_COLUMNS, eligible, matching, meets_slo
 from bench.fmt import opt_float
 from bench.objectives import Demand, Slo
 
@@ -33,7 +33,7 @@ def smallest_adequate_limit(
     candidates = eligible(table)
     if candidates.empty or LIMIT not in candidates:
         return None
-    passing = candidates[[slo.passes(row) for row in candidates.to_dict("records")]]
+    passing = candidates[meets_slo(candidates, slo)]
     if passing.empty:
         return None
     best = passing.sort_values("rps", ascending=False, kind="stable").iloc[0]
