@@ -10,8 +10,6 @@ load + aggregate + analyse of 10,000 runs under 5 s (issue 12). Render is timed 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -21,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import aggregate, analyse, load_sweep, render_analysis  # noqa: E402
+from benchmarks.common import ROOT, machine  # noqa: E402
 from tests.synthetic_sweep import make_sweep  # noqa: E402
 
 TARGET_S = 5.0
@@ -34,17 +32,6 @@ GRIDS: dict[int, dict[str, Any]] = {
     1_000: {"users": (24,), "http_limits": (20,)},
     10_000: {"users": (16, 24, 32, 48, 64), "http_limits": (10, 20)},
 }
-
-
-def cpu_model() -> str:
-    """The CPU model from /proc/cpuinfo (the platform's name elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(func: Callable[..., Any], *args: Any) -> tuple[Any, float]:
@@ -118,7 +105,7 @@ def main() -> None:
                 verdict = "met" if seconds < TARGET_S else f"MISSED by {seconds - TARGET_S:.2f} s"
                 rows.append((name, f"{seconds:.2f} s", f"aim < {TARGET_S:g} s: {verdict}"))
     print(f"Analysis of {n:,} synthetic runs ({len(table):,} configs, {n // len(table)} reps each)")
-    print(f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}")
+    print(f"Machine: {machine()}")
     print()
     print("| stage | time | target / note |")
     print("|---|---:|---|")

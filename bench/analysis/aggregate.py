@@ -152,7 +152,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     # ngroup numbers the groups in the sorted order of `out`'s rows.
     modal = group_mode(kept["bottleneck"], grouped.ngroup())
-    out.insert(out.columns.get_loc("locust_cpu_warning"), "bottleneck", modal.to_numpy())
+    out.insert(list(out.columns).index("locust_cpu_warning"), "bottleneck", modal.to_numpy())
     excluded_by_config = (
         runs.assign(_excluded=excluded.to_numpy())
         .groupby(keys, dropna=False, sort=True)["_excluded"]

@@ -32,6 +32,7 @@ from bench.analysis.models import (
     seed_formula_explanation,
     size_all,
 )
+from bench.analysis.noise import NoiseVerdict, noise_verdict
 from bench.analysis.optimum import (
     Optimum,
     find_optimum,
@@ -98,6 +99,8 @@ class WorkloadAnalysis:
     usl_overflow: float | None
     models: list[ModelComparison]
     seed_explanation: str
+    # The optimum against its neighbour, from the repetitions' spread (None: no optimum).
+    noise: NoiseVerdict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,6 +317,7 @@ def _analyse_workload(
         usl_overflow=usl_overflow,
         models=models,
         seed_explanation=explanation,
+        noise=noise_verdict(table, row, slo),
     )
 
 

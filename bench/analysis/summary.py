@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -81,6 +82,8 @@ def summary(
                 "usl_note": w.usl_note,
                 "experiment": w.experiment,
                 "next_smaller": w.optimum.next_smaller,
+                # The optimum against its neighbour, from the repetitions' spread.
+                "noise": None if w.noise is None else dataclasses.asdict(w.noise),
                 "inconclusive": w.optimum.inconclusive,
                 "reference_run": None if w.reference is None else w.reference["run_id"],
                 "inputs_note": w.inputs_note,

@@ -227,6 +227,8 @@ def _print_summary(analysis: Analysis) -> None:
             f"p95 {num(rec['p95_ms'])} ms"
         )
         console.print(f"  why: {optimum.reason}", markup=False)
+        for line in analysis.headline.noise.lines if analysis.headline.noise else []:
+            console.print(f"  noise: {line}", markup=False)
     verdict = analysis.verdict()
     style = "green" if verdict.startswith("PASS") else "red" if verdict.startswith("FAIL") else ""
     console.print(f"[bold]SLO:[/] [{style}]{verdict}[/]" if style else f"SLO: {verdict}")
