@@ -1,0 +1,1 @@
+"""Bare baseline apps for benchmarks/app_cpu.py: the least a framework + driver costs."""
