@@ -164,7 +164,10 @@ def build_engine(settings: Settings, probe: Instrumentation) -> AsyncEngine:
         connect_args=_connect_args(settings),
     )
     probe.add_engine(engine)
-    _install_sim_latency(engine)
+    if settings.sim_query_latency_ms > 0:
+        # Only then do request sessions carry the option (create_sessionmaker): without
+        # latency the listener would be one more call per statement that changes nothing.
+        _install_sim_latency(engine)
     return engine
 
 

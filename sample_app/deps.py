@@ -1,4 +1,11 @@
-"""Request dependencies as `Annotated` aliases, handing out what the lifespan created."""
+"""Request dependencies as `Annotated` aliases, handing out what the lifespan created.
+
+Every dependency is `async def`, even those that never await: FastAPI runs a plain `def`
+dependency in the threadpool, a thread hop per dependency per request that cost more CPU than
+the query it served (issue 12). Those that need the lifespan's resources read them through
+`app_resources` rather than depending on `get_resources`, so a request solves one dependency
+per parameter, not a chain.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ class Resources:
     user_ids: UserIds
 
 
-def get_resources(request: Request) -> Resources:
+def app_resources(request: Request) -> Resources:
     """Return the lifespan's resources (an error if the lifespan has not run)."""
     resources = getattr(request.app.state, "resources", None)
     if not isinstance(resources, Resources):
@@ -43,19 +50,24 @@ def get_resources(request: Request) -> Resources:
     return resources
 
 
-def get_settings(request: Request) -> Settings:
+async def get_resources(request: Request) -> Resources:
+    """Return the lifespan's resources (an error if the lifespan has not run)."""
+    return app_resources(request)
+
+
+async def get_settings(request: Request) -> Settings:
     """Return the settings this app was built with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_telemetry(request: Request) -> Telemetry:
+async def get_telemetry(request: Request) -> Telemetry:
     """Return this app's telemetry."""
     telemetry: Telemetry = request.app.state.telemetry
     return telemetry
 
 
-def get_http_telemetry(request: Request) -> HttpTelemetry:
+async def get_http_telemetry(request: Request) -> HttpTelemetry:
     """Return this app's downstream-call telemetry (the `http` section of /telemetry)."""
     http: HttpTelemetry = request.app.state.http_telemetry
     return http
@@ -64,9 +76,9 @@ def get_http_telemetry(request: Request) -> HttpTelemetry:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """Yield one session per request: commit on success, roll back on error, always close."""
-    async with resources.sessionmaker() as session:
+    async with app_resources(request).sessionmaker() as session:
         try:
             yield session
             await session.commit()
@@ -77,19 +89,19 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
         # session in `async with` rolls back and returns the connection, shielded.
 
 
-def get_http_client(resources: ResourcesDep) -> httpx.AsyncClient:
+async def get_http_client(request: Request) -> httpx.AsyncClient:
     """Return the shared downstream client."""
-    return resources.http_client
+    return app_resources(request).http_client
 
 
-def get_http_semaphore(resources: ResourcesDep) -> asyncio.Semaphore:
+async def get_http_semaphore(request: Request) -> asyncio.Semaphore:
     """Return the semaphore bounding downstream calls in flight (HTTP_CONCURRENCY_LIMIT)."""
-    return resources.http_semaphore
+    return app_resources(request).http_semaphore
 
 
-def get_pg_pool(resources: ResourcesDep) -> InstrumentedPool:
+async def get_pg_pool(request: Request) -> InstrumentedPool:
     """Return the direct asyncpg pool."""
-    return resources.pg_pool
+    return app_resources(request).pg_pool
 
 
 # scope="function": commit and release the connection when the endpoint returns, before the

@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             Middleware(RequestIDMiddleware),
             Middleware(TimingMiddleware),
-            Middleware(AccessLogMiddleware, enabled=settings.access_log),
+            *([Middleware(AccessLogMiddleware)] if settings.access_log else []),
             Middleware(UnhandledErrorMiddleware),
         ],
     )

@@ -16,7 +16,7 @@ import time
 import uuid
 from contextvars import ContextVar
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +30,17 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_logger = logging.getLogger("sample_app.access")
 
 
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
+
+
+def _request_id_given(scope: Scope) -> str | None:
+    """The request's X-Request-ID, read off the raw header list (no Headers object per request)."""
+    for key, value in scope["headers"]:
+        if key == _REQUEST_ID_KEY:
+            return str(value.decode("latin-1"))
+    return None
+
+
 class RequestIDMiddleware:
     """Take X-Request-ID from the request (or make one), expose it and echo it back."""
 
@@ -40,7 +51,7 @@ class RequestIDMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        given = _request_id_given(scope)
         request_id = given if given and _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
         # Also in scope state: handlers outside this middleware (the 500 one) can read it there.
         scope.setdefault("state", {})["request_id"] = request_id
@@ -87,14 +98,13 @@ class TimingMiddleware:
 
 
 class AccessLogMiddleware:
-    """Log one JSON line per request when ACCESS_LOG is on (off by default: it costs)."""
+    """Log one JSON line per request (installed only when ACCESS_LOG is on: it costs)."""
 
-    def __init__(self, app: ASGIApp, *, enabled: bool = False) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
