@@ -47,17 +47,18 @@ LOCUST_HISTORY_FILE = f"{LOCUST_CSV_PREFIX}{LOCUST_HISTORY_SUFFIX}"
 # totals, and each process's raw requests.
 WINDOW_FILE = "window.jsonl"
 SUMMARY_FILE = "summary.json"
-LATENCY_FILE_PREFIX = "latency-"  # latency-<pid>.txt: every request of one Locust process
-# Its format (documented in scenarios/common.py, read by bench/sweep/arrivals.py): a header line
-# `REQUESTS_HEADER{json}` whose REQUESTS_ENDPOINTS_KEY lists the endpoint names, then
-# `intended_epoch sent_epoch done_epoch response_ms outcome endpoint` lines, where endpoint is an
-# index into that list or UNKNOWN_ENDPOINT.
-REQUESTS_FORMAT = 3
-REQUESTS_HEADER = "#poolbench-requests "
-REQUESTS_ENDPOINTS_KEY = "endpoints"
-OUTCOME_OK, OUTCOME_FAILED, OUTCOME_OUTSTANDING, OUTCOME_DROPPED = 0, 1, 2, 3
-# An endpoint is Locust's request_type and name, e.g. `GET /users/[id]`; this one is unknown.
-UNKNOWN_ENDPOINT = "-"
+# Each Locust process's figures of the window (format REQUESTS_FORMAT, documented in
+# scenarios/common.py, read by bench/sweep/arrivals.py): latency-<pid>.json from a single process,
+# latency-<worker id>.json written by the master for each worker. JSON: the window's counts and
+# HDR histograms (WINDOW_HDR_KEY, `bench.hdr`), overall and per endpoint, and a per-second series.
+# The runner merges them into LATENCY_FILE and removes them. Format 3 and older were raw request
+# lines (latency-<pid>.txt), read only during the sweep that wrote them: nothing reads them now.
+LATENCY_FILE_PREFIX = "latency-"
+LATENCY_FILE_SUFFIX = ".json"
+LATENCY_FILE = "latency.json"  # the run's merged figures, same layout, `processes` added
+REQUESTS_FORMAT = 4
+WINDOW_HDR_KEY = "hdr"
+# An endpoint is Locust's request_type and name, e.g. `GET /users/[id]`.
 
 # --- runs.csv ---------------------------------------------------------------------------------
 POINT_COLUMNS = (

@@ -24,52 +24,56 @@ is recorded as outstanding, never silently dropped.
 
 Measured window. Locust's own percentiles are cumulative from the start (warm-up included) and
 bucketed, and its `_stats.csv` is rewritten only once a second. So every Locust process runs a
-window here instead (the files only when `POOLBENCH_OUT_DIR` is set):
+window here instead, in memory bounded whatever the run's length (the files only when
+`POOLBENCH_OUT_DIR` is set):
 
-- every request's scheduled, sent and completion times, response time and outcome are kept;
 - `POOLBENCH_WARMUP_S` after `test_start`, Locust's stats are reset (so its own CSVs and summary
   cover about the window too) and a `start` line goes to `window.jsonl`;
 - on `test_stopping` (the run-time limit or a shape ending: users are still running) an `end` line
   goes to `window.jsonl`;
-- on `quit` `summary.json` gets Locust's totals, and each process writes its requests to
-  `latency-<pid>.txt`. The runner (`bench/sweep/arrivals.py`) keeps only the requests that
-  completed between the master's `start` and `end`: exact, and immune to the warm-up data a
-  worker's pending stats report would carry into the master's totals after a reset.
+- the requests that completed between the `start` and `end` epochs go into HDR histograms
+  (`bench.hdr`: microseconds, 1 us to an hour, 3 significant digits) of the latency from the
+  intended start, overall and per endpoint, with exact counts, failures, sum and max; sends in
+  the window are counted and their schedule lag goes into a histogram too; arrivals scheduled in
+  the window and dropped are counted; requests started before `end` and not completed by then
+  are counted as in flight at the end;
+- every request (warm-up included) also goes into a per-second series: requests, failures and a
+  coarse histogram (2 significant digits) per completion second, a few hundred bytes a second;
+- on `quit` `summary.json` gets Locust's totals, and a single process writes its figures to
+  `latency-<pid>.json`.
 
-`latency-<pid>.txt`, format 3 (REQUESTS_FORMAT), written whole at quit. The first line is a
-header, `#poolbench-requests ` then JSON: `format`, `pid`, `open_rps` (per user; 0 = closed loop),
-`max_inflight` (the cap, null in a closed loop), `peak_inflight` and `dropped_arrivals` (whole run,
-warm-up included: diagnostics), and `endpoints`, the list of endpoint names the lines refer to.
-Then one line per request or arrival, six fields separated by spaces, warm-up included:
+The window's edges are the master's. A single process marks them itself and places each request
+at once. With workers (`--processes` or remote), the master sends each edge's epoch to the
+workers (message `poolbench_window`); a worker holds its events of the last `DEFAULT_HOLD_S`
+seconds unplaced, so the requests that completed between an edge and its message are still
+placed exactly, and at the `end` message it sends its figures to the master (message
+`poolbench_window_figures`, the file's JSON), whose `test_stopping` waits for every worker's
+(bounded) and writes each to `latency-<worker id>.json`. Remote workers, which have no out dir,
+so give the same exact-window figures as local ones. A worker whose message came after its hold
+marks its figures `exact: false`. A worker's per-second series stops at the window's end.
 
-    intended_epoch sent_epoch done_epoch response_ms outcome endpoint
+`latency-*.json`, format 4 (REQUESTS_FORMAT): one JSON object with `format`, `pid`, `open_rps`
+(per user; 0 = closed loop), `max_inflight` (the cap, null in a closed loop), `peak_inflight`
+and `dropped_arrivals` (whole run, warm-up included: diagnostics), `window` and `seconds`:
 
-- `intended_epoch`: when the request should have started. Open model: its scheduled arrival
-  (for a task's later requests, their send minus the arrival's lateness); closed loop: = sent.
-- `sent_epoch`: when Locust started the request (the `request` event's `start_time`).
-- `done_epoch`: when it completed (the `request` event fired); `response_ms`: Locust's response
-  time, from the actual send. Latency from the intended start = response_ms + (sent - intended).
-- `outcome`: 0 ok, 1 failed, 2 outstanding (started, never completed: still in flight when the
-  process stopped it; done and response are `nan`, and sent is `nan` if it was killed before
-  sending), 3 dropped (a scheduled arrival not started because the cap was reached; only
-  intended is set).
-- `endpoint`: an index (0-based) into the header's `endpoints`, or `-` when unknown. An endpoint
-  is Locust's request_type and name, e.g. `GET /users/[id]` or `POST /orders` (names may hold
-  spaces, hence the table). A dropped arrival has no request: it gets its task's first request's
-  endpoint, once any arrival of that task has made one, else `-`. An outstanding request has the
-  endpoint it was sent to (an arrival killed before sending: as a dropped one).
+- `window`: `start_epoch`, `end_epoch`, `exact`, `requests`, `failures`, `sum_ms`, `max_ms`, `hdr`
+  (the latency histogram, HdrHistogram's compressed base64 encoding), `sent`, `dropped_arrivals`,
+  `inflight_at_end`, `lag_hdr` (null in a closed loop) and `endpoints`: {endpoint: {requests,
+  failures, sum_ms, max_ms, hdr}}. An endpoint is Locust's request_type and name, e.g.
+  `GET /users/[id]` or `POST /orders`.
+- `seconds`: `[second, requests, failures, coarse hdr]` per completion second.
 
-Format 2 is the same without `endpoint` (and `endpoints`); format 1 had no header and three
-fields, `done_epoch response_ms failed`. Both still read.
+Latency from the intended start = Locust's response time + (actual send - intended start). The
+intended start is an open-model arrival's scheduled time (for a task's later requests, their
+send minus the arrival's lateness); in a closed loop it is the send. The runner
+(`bench/sweep/arrivals.py`) merges the files into the run's `latency.json` and removes them.
+Formats 1 to 3 were raw request lines (`latency-<pid>.txt`), read only by the sweep that wrote
+them; nothing reads them now.
 
-Epochs are `time.time()` seconds: processes of one host share the clock.
+Epochs are `time.time()` seconds: a worker on another host needs a synchronised clock.
 
 The runner watches `window.jsonl` to reset the app's telemetry and snapshot Postgres and CPU
 counters at the same two moments, so all figures cover the same window.
-
-A remote worker (`--remote-workers`) has no `POOLBENCH_OUT_DIR`: it only resets its stats at the
-window start, so its reports carry no warm-up into the master's totals, and the runner falls back
-to the master's (bucketed) figures.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ import os
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -108,24 +113,26 @@ from locust.runners import (
 from locust.user.task import DefaultTaskSet
 from locust.user.users import LOCUST_STATE_WAITING
 
+from bench import hdr
 from bench.results import (
     LATENCY_FILE_PREFIX,
-    OUTCOME_DROPPED,
-    OUTCOME_FAILED,
-    OUTCOME_OK,
-    OUTCOME_OUTSTANDING,
-    REQUESTS_ENDPOINTS_KEY,
+    LATENCY_FILE_SUFFIX,
     REQUESTS_FORMAT,
-    REQUESTS_HEADER,
     SUMMARY_FILE,
-    UNKNOWN_ENDPOINT,
     WINDOW_FILE,
+    WINDOW_HDR_KEY,
 )
 from bench.scenario_env import ScenarioEnv
 
 DEFAULT_ITEMS_PER_ORDER = 3
 # Bound on killing the open model's in-flight requests once the drain (--stop-timeout) is over.
 DEFAULT_KILL_TIMEOUT_S = 5.0
+# A worker holds its latest events this long for the master's window messages (see
+# `_WindowRecorder`); the master waits this long at the window's end for the workers' figures.
+DEFAULT_HOLD_S = 10.0
+DEFAULT_RESULT_TIMEOUT_S = 30.0
+WINDOW_MESSAGE = "poolbench_window"  # master -> workers: {"event": start|end, "epoch"}
+RESULT_MESSAGE = "poolbench_window_figures"  # worker -> master: its requests file, as JSON
 
 logger = logging.getLogger(__name__)
 
@@ -202,30 +209,181 @@ def order_body() -> dict[str, Any]:
     return {"user_id": random_user_id(), "items": items}
 
 
-class _Requests:
-    """Every request of this Locust process: scheduled, sent, completed (module docstring)."""
+class _Seconds:
+    """Per completion second: requests, failures and a coarse latency histogram (the report's
+    time series). Memory: one entry of a few hundred bytes per second of the run."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.closed: dict[int, list[Any]] = {}  # second -> [requests, failures, encoded]
+        self.open: dict[int, list[Any]] = {}  # the last two seconds: [requests, failures, hist]
+
+    def add(self, done_epoch: float, latency_ms: float, failed: bool) -> None:
+        second = math.floor(done_epoch)
+        entry = self.open.get(second)
+        if entry is None:
+            for old in [old for old in self.open if old < second - 1]:
+                self._close(old)
+            entry = self.open[second] = [0, 0, hdr.new_histogram(hdr.COARSE_SIGNIFICANT_DIGITS)]
+        entry[0] += 1
+        entry[1] += failed
+        hdr.record_ms(entry[2], latency_ms)
+
+    def _close(self, second: int) -> None:
+        count, failures, histogram = self.open.pop(second)
+        if second in self.closed:  # a late completion (the clock stepped back): add up
+            before = self.closed[second]
+            count, failures = count + before[0], failures + before[1]
+            histogram.add(hdr.decode(before[2]))
+        self.closed[second] = [count, failures, hdr.encode(histogram)]
+
+    def rows(self) -> list[list[Any]]:
+        """`[second, requests, failures, encoded histogram]` per second, in order."""
+        for second in list(self.open):
+            self._close(second)
+        return [[second, *self.closed[second]] for second in sorted(self.closed)]
+
+
+class _Latencies:
+    """Count, failures, exact sum and max, and an HDR histogram of latencies in milliseconds."""
+
+    def __init__(self) -> None:
+        self.histogram = hdr.new_histogram()
+        self.requests = 0
+        self.failures = 0
+        self.sum_ms = 0.0
+        self.max_ms = 0.0
+
+    def add(self, latency_ms: float, failed: bool) -> None:
+        hdr.record_ms(self.histogram, latency_ms)
+        self.requests += 1
+        self.failures += failed
+        self.sum_ms += latency_ms
+        self.max_ms = max(self.max_ms, latency_ms)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "sum_ms": self.sum_ms,
+            "max_ms": self.max_ms,
+            WINDOW_HDR_KEY: hdr.encode(self.histogram),
+        }
+
+
+# Event kinds a process classifies against the window: (kind, epoch, ...).
+_DONE, _SENT, _DROP = "done", "sent", "drop"
+
+
+class _WindowRecorder:
+    """This process's figures of the measured window, in memory bounded whatever the run's length.
+
+    Every completion, send and dropped arrival is an event with an epoch; an event is placed
+    (counted in the window or not) once the window's edges it depends on are known. A process
+    that marks the window itself (a single Locust process) knows them at once; a worker learns
+    the master's `start` and `end` epochs from its messages, so it holds its events of the last
+    `DEFAULT_HOLD_S` seconds unplaced: those that completed between an edge and the message
+    that carries it are placed exactly. `exact` turns False if a message came later than that.
+    """
+
+    def __init__(self) -> None:
+        self.hold_s = 0.0
+        self.start_epoch: float | None = None
+        self.end_epoch: float | None = None
+        self.exact = True
+        self.held: deque[tuple[Any, ...]] = deque()
+        self.discarded_max = -math.inf  # latest event dropped before `start` was known
+        self.placed_max = -math.inf  # latest event counted before `end` was known
+        self.latency = _Latencies()
+        self.endpoints: dict[str, _Latencies] = {}
+        self.lag = hdr.new_histogram()
+        self.sent = 0
+        self.dropped = 0
+        self.inflight_at_end: int | None = None
+
+    def add(self, event: tuple[Any, ...]) -> None:
+        if self.end_epoch is not None or self.hold_s <= 0:
+            self._place(event)
+            return
+        self.held.append(event)
+        horizon = time.time() - self.hold_s
+        while self.held and self.held[0][1] < horizon:
+            self._place(self.held.popleft())
+
+    def _place(self, event: tuple[Any, ...]) -> None:
+        kind, epoch = event[0], event[1]
+        if self.start_epoch is None:
+            self.discarded_max = max(self.discarded_max, epoch)
+            return
+        if epoch < self.start_epoch or (self.end_epoch is not None and epoch >= self.end_epoch):
+            return
+        if self.end_epoch is None:
+            self.placed_max = max(self.placed_max, epoch)
+        if kind == _DONE:
+            _, _, latency_ms, failed, endpoint, _ = event
+            self.latency.add(latency_ms, failed)
+            self.endpoints.setdefault(endpoint, _Latencies()).add(latency_ms, failed)
+        elif kind == _SENT:
+            self.sent += 1
+            if SETTINGS.open_model:
+                hdr.record_ms(self.lag, event[2])
+        else:
+            self.dropped += 1
+
+    def begin(self, epoch: float) -> None:
+        self.start_epoch = epoch
+        self.exact &= self.discarded_max < epoch
+
+    def finish(self, epoch: float, pending: Iterable[list[Any]]) -> None:
+        """Close the window at `epoch`; `pending` are the requests still in flight now."""
+        if self.start_epoch is None or self.end_epoch is not None:
+            return
+        self.end_epoch = epoch
+        self.exact &= self.placed_max < epoch
+        # Started before the end, not completed by then: in flight now, or completed since.
+        inflight = sum(1 for intended, sent, _ in pending if _started(intended, sent) < epoch)
+        inflight += sum(1 for e in self.held if e[0] == _DONE and e[1] >= epoch and e[5] < epoch)
+        self.inflight_at_end = inflight
+        while self.held:
+            self._place(self.held.popleft())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "start_epoch": self.start_epoch,
+            "end_epoch": self.end_epoch,
+            "exact": self.exact,
+            **self.latency.as_dict(),
+            "sent": self.sent,
+            "dropped_arrivals": self.dropped,
+            "inflight_at_end": self.inflight_at_end,
+            "lag_hdr": hdr.encode(self.lag) if SETTINGS.open_model else None,
+            "endpoints": {name: e.as_dict() for name, e in sorted(self.endpoints.items())},
+        }
+
+
+def _started(intended: float, sent: float) -> float:
+    """When a request started: its send, or for an arrival killed before sending, its schedule."""
+    return intended if math.isnan(sent) else sent
+
+
+class _Requests:
+    """This process's requests: the open model's in-flight arrivals and the window's figures."""
+
+    def __init__(self) -> None:
         # greenlet -> [intended_epoch, sent_epoch, endpoint] of the request it has outstanding
         # (endpoint None: an open-model arrival that has not sent yet)
         self.pending: dict[Any, list[Any]] = {}
         self.arrivals = Group()  # open model: the in-flight arrivals of every user
         self.peak_inflight = 0
         self.dropped = 0
-        self.dropped_in_window = 0
-        # (intended_epoch, task) of every dropped arrival: its endpoint is named at quit.
-        self.dropped_arrivals: list[tuple[float, Any]] = []
-        self.endpoints: dict[str, int] = {}  # endpoint -> its index in the header's table
-        self.task_endpoints: dict[Any, str] = {}  # task -> the endpoint of its first request
+        self.window = _WindowRecorder()
+        self.seconds = _Seconds()
         self.on_exception: Callable[[Any], None] | None = None  # Locust's, for StopTest
 
     def arrive(self, user: PoolbenchUser, task: Any, intended_epoch: float) -> None:
         """Start one open-model arrival now, or drop it if the cap is reached."""
         if len(self.arrivals) >= SETTINGS.max_inflight:
             self.dropped += 1
-            self.dropped_in_window += _window.open
-            self.dropped_arrivals.append((intended_epoch, task))
+            self.window.add((_DROP, intended_epoch))
             if self.dropped == 1:
                 logger.warning(
                     "open model: %d requests in flight reached POOLBENCH_MAX_INFLIGHT; dropping "
@@ -234,7 +392,6 @@ class _Requests:
                 )
             return
         greenlet = self.arrivals.spawn(user.run_arrival, task, intended_epoch)
-        greenlet.poolbench_task = task
         if self.on_exception is None:
             self.on_exception = locust_exception_handler(user.environment)
         greenlet.link_exception(self.on_exception)
@@ -250,15 +407,10 @@ class _Requests:
         if lag_s is None:  # the first request of an open-model arrival
             lag_s = current.poolbench_lag_s = now - current.poolbench_intended_epoch
         self.pending[current] = [now - lag_s, now, endpoint]
+        self.window.add((_SENT, now, lag_s * 1000))
 
     def forget_current(self) -> None:
         self.pending.pop(gevent.getcurrent(), None)
-
-    def endpoint_field(self, endpoint: str | None) -> str:
-        """The endpoint field of a line: an index into the header's table, or `-` (unknown)."""
-        if endpoint is None:
-            return UNKNOWN_ENDPOINT
-        return str(self.endpoints.setdefault(endpoint, len(self.endpoints)))
 
     def on_request(
         self,
@@ -269,24 +421,15 @@ class _Requests:
         name: str = "",
         **_: Any,
     ) -> None:
-        # Every request, warm-up included: the runner keeps those that completed inside the
-        # master's window, so workers need no clock of their own (--processes shares one host).
         done = time.time()
         sent = start_time if start_time is not None else done - response_time / 1000
-        current = gevent.getcurrent()
-        entry = self.pending.pop(current, None)
+        entry = self.pending.pop(gevent.getcurrent(), None)
         # A closed loop (or a request sent outside `PoolbenchUser`) has no schedule to lag.
         intended = entry[0] if entry is not None and entry[0] != entry[1] else sent
-        outcome = OUTCOME_FAILED if exception is not None else OUTCOME_OK
-        endpoint = f"{request_type} {name}"
-        task = getattr(current, "poolbench_task", None)
-        if task is not None and task not in self.task_endpoints:
-            # An arrival's requests run in turn: the first to complete is a first request.
-            self.task_endpoints[task] = endpoint
-        self.lines.append(
-            f"{intended:.6f} {sent:.6f} {done:.6f} {response_time:.3f} {outcome} "
-            + self.endpoint_field(endpoint)
-        )
+        latency_ms = response_time + (sent - intended) * 1000
+        failed = exception is not None
+        self.seconds.add(done, latency_ms, failed)
+        self.window.add((_DONE, done, latency_ms, failed, f"{request_type} {name}", sent))
 
     def drain(self, environment: Environment, **_: Any) -> None:
         """Give in-flight arrivals `--stop-timeout` to finish, then kill them (test_stop)."""
@@ -294,32 +437,18 @@ class _Requests:
             self.arrivals.join(timeout=environment.stop_timeout or 0)
             self.arrivals.kill(block=True, timeout=DEFAULT_KILL_TIMEOUT_S)
 
-    def text(self) -> str:
-        dropped = [
-            f"{intended:.6f} nan nan nan {OUTCOME_DROPPED} "
-            + self.endpoint_field(self.task_endpoints.get(task))
-            for intended, task in self.dropped_arrivals
-        ]
-        outstanding = []
-        for greenlet, (intended, sent, endpoint) in self.pending.items():
-            if endpoint is None:  # killed before sending: named as a dropped arrival
-                endpoint = self.task_endpoints.get(getattr(greenlet, "poolbench_task", None))
-            outstanding.append(
-                f"{intended:.6f} {sent:.6f} nan nan {OUTCOME_OUTSTANDING} "
-                + self.endpoint_field(endpoint)
-            )
-        header = {
+    def result(self) -> dict[str, Any]:
+        """This process's requests file (format REQUESTS_FORMAT, the module docstring)."""
+        return {
             "format": REQUESTS_FORMAT,
             "pid": os.getpid(),
             "open_rps": SETTINGS.open_rps,
             "max_inflight": SETTINGS.max_inflight if SETTINGS.open_model else None,
             "peak_inflight": self.peak_inflight,
             "dropped_arrivals": self.dropped,
-            # After every line is made: each may have added a name.
-            REQUESTS_ENDPOINTS_KEY: list(self.endpoints),
+            "window": self.window.as_dict(),
+            "seconds": self.seconds.rows(),
         }
-        lines = [REQUESTS_HEADER + json.dumps(header), *self.lines, *dropped, *outstanding]
-        return "\n".join(lines) + "\n"
 
 
 _requests = _Requests()
@@ -421,6 +550,7 @@ class _Window:
         self.start_epoch: float | None = None
         self.end_epoch: float | None = None
         self.environment: Environment | None = None
+        self.results: dict[str, dict[str, Any]] = {}  # the master: worker id -> its figures
 
     def _is_worker(self) -> bool:
         return isinstance(self.environment and self.environment.runner, WorkerRunner)
@@ -438,30 +568,80 @@ class _Window:
         if runner is None or runner.state in (STATE_STOPPING, STATE_STOPPED, STATE_CLEANUP):
             return  # the run ended before its warm-up did: no window
         runner.stats.reset_all()
-        _requests.dropped_in_window = 0
         self.start_epoch = time.time()
         self.open = True
         self._mark("start", self.start_epoch)
+        if isinstance(runner, MasterRunner):
+            runner.send_message(WINDOW_MESSAGE, {"event": "start", "epoch": self.start_epoch})
+        elif not self._is_worker():
+            _requests.window.begin(self.start_epoch)
+
+    def on_init(self, environment: Environment, **_: Any) -> None:
+        self.environment = environment
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            _requests.window.hold_s = DEFAULT_HOLD_S
+            runner.register_message(WINDOW_MESSAGE, self.on_window_message)
+        elif isinstance(runner, MasterRunner):
+            runner.register_message(RESULT_MESSAGE, self.on_worker_result)
+
+    def on_window_message(self, environment: Environment, msg: Any, **_: Any) -> None:
+        """A worker: the master opened or closed the window at `epoch`."""
+        if msg.data["event"] == "start":
+            _requests.window.begin(msg.data["epoch"])
+            return
+        _requests.window.finish(msg.data["epoch"], _requests.pending.values())
+        if environment.runner is not None:  # the figures are final: the master writes them
+            environment.runner.send_message(RESULT_MESSAGE, _requests.result())
+
+    def on_worker_result(self, environment: Environment, msg: Any, **_: Any) -> None:
+        """The master: a worker's figures of the window (remote workers have no out dir)."""
+        self.results[str(msg.node_id)] = msg.data
 
     def on_test_start(self, environment: Environment, **_: Any) -> None:
         self.environment = environment
         gevent.spawn_later(SETTINGS.warmup_s, self.begin)
 
     def on_test_stopping(self, environment: Environment, **_: Any) -> None:
-        if self.open:
-            self.open = False
-            self.end_epoch = time.time()
-            self._mark("end", self.end_epoch)
+        if not self.open:
+            return
+        self.open = False
+        self.end_epoch = time.time()
+        self._mark("end", self.end_epoch)
+        runner = environment.runner
+        if isinstance(runner, MasterRunner):
+            runner.send_message(WINDOW_MESSAGE, {"event": "end", "epoch": self.end_epoch})
+            self._collect(runner)
+        elif not self._is_worker():
+            _requests.window.finish(self.end_epoch, _requests.pending.values())
+
+    def _collect(self, runner: MasterRunner) -> None:
+        """Wait (bounded) for every worker's figures, then write one file per worker."""
+        workers = {str(client.id) for client in runner.clients.all}
+        deadline = time.monotonic() + DEFAULT_RESULT_TIMEOUT_S
+        while not workers <= set(self.results) and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        if missing := workers - set(self.results):
+            logger.warning("no window figures from workers %s: left out", sorted(missing))
+        if self.out_dir is None:
+            return
+        for worker, result in self.results.items():
+            name = "".join(c if c.isalnum() else "_" for c in worker)
+            (self.out_dir / f"{LATENCY_FILE_PREFIX}{name}{LATENCY_FILE_SUFFIX}").write_text(
+                json.dumps(result) + "\n"
+            )
 
     def on_quit(self, exit_code: int, **_: Any) -> None:
         if self.out_dir is None:
             return
-        (self.out_dir / f"{LATENCY_FILE_PREFIX}{os.getpid()}.txt").write_text(_requests.text())
         env = self.environment
         if env is None or env.runner is None or self._is_worker():
             return
-        total = env.runner.stats.total
         distributed = isinstance(env.runner, MasterRunner)
+        if not distributed:
+            path = self.out_dir / f"{LATENCY_FILE_PREFIX}{os.getpid()}{LATENCY_FILE_SUFFIX}"
+            path.write_text(json.dumps(_requests.result()) + "\n")
+        total = env.runner.stats.total
         summary = {
             "start_epoch": self.start_epoch,
             "end_epoch": self.end_epoch,
@@ -494,13 +674,14 @@ class _Window:
             "open_rps": SETTINGS.open_rps,
             "max_inflight": SETTINGS.max_inflight if SETTINGS.open_model else None,
             # This process's own arrivals; a master's workers report theirs in their files.
-            "dropped_arrivals": None if distributed else _requests.dropped_in_window,
-            "cap_reached": None if distributed else _requests.dropped_in_window > 0,
+            "dropped_arrivals": None if distributed else _requests.window.dropped,
+            "cap_reached": None if distributed else _requests.window.dropped > 0,
         }
         (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 _window = _Window(SETTINGS.out_dir)
+events.init.add_listener(_window.on_init)
 events.test_start.add_listener(_window.on_test_start)
 events.request.add_listener(_requests.on_request)
 events.test_stopping.add_listener(_window.on_test_stopping)

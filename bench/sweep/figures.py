@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import hdr
 from bench.results import TIMESERIES_COLUMNS, TIMESERIES_FILE
 from bench.spec import Point
 from bench.sweep.samplers import ProcessTree, WindowSample
@@ -33,25 +34,23 @@ LOCUST_CPU_WARNINGS = (
 # --- Locust output ------------------------------------------------------------------------
 
 
-def write_timeseries(run_dir: Path, samples: np.ndarray) -> None:
-    """Bin every request (warm-up included) by completion second into timeseries.csv.
+def write_timeseries(run_dir: Path, seconds: list[list[Any]]) -> None:
+    """Write the per-second series (every request, warm-up included) into timeseries.csv.
 
-    Locust's history holds rolling, bucketed figures that restart at the stats reset; these are
-    exact per-second counts and percentiles from the same raw samples as the window's figures.
+    `seconds` is `arrivals.RequestLog.seconds`: per completion second, the requests, failures
+    and a coarse HDR histogram (2 significant digits, `bench.hdr`) of all Locust processes
+    together, so the file is bounded by the run's length, not its request count. Locust's history
+    holds rolling, bucketed figures that restart at the stats reset; these are per-second counts
+    and percentiles to 1 %.
     """
-    if not len(samples):
+    if not seconds:
         return
-    seconds = np.floor(samples[:, 0])
     with (run_dir / TIMESERIES_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(TIMESERIES_COLUMNS)
-        for second in np.unique(seconds):
-            chunk = samples[seconds == second]
-            p50, p95, p99 = np.percentile(chunk[:, 1], [50, 95, 99])
-            writer.writerow(
-                [int(second), len(chunk), int(chunk[:, 2].sum())]
-                + [round(float(v), 3) for v in (p50, p95, p99)]
-            )
+        for second, requests, failures, encoded in seconds:
+            quantiles = hdr.quantiles_ms(hdr.decode(encoded), (0.50, 0.95, 0.99))
+            writer.writerow([int(second), requests, failures] + [round(v, 3) for v in quantiles])
 
 
 def locust_cpu_warning(log_path: Path) -> bool:
@@ -67,11 +66,12 @@ def client_figures(
 ) -> dict[str, Any]:
     """Return the client columns of a window.
 
-    `window` is `arrivals.figures_in_window(...)`: exact figures from every request, latency
-    from the intended start in the open model. None when no Locust process on this host
-    recorded requests (remote workers): then Locust's bucketed summary is all there is. A
-    window in which no request completed has no percentiles and no error rate (NaN, not 0):
-    nothing measured must not pass an SLO.
+    `window` is `arrivals.figures_in_window(...)`: counts, mean and max exact, quantiles from the
+    merged HDR histograms of every Locust process (local and remote), latency from the intended
+    start in the open model. None when no Locust process left its figures (a worker that never
+    answered): then Locust's bucketed summary is all there is. A window in which no request
+    completed has no percentiles and no error rate (NaN, not 0): nothing measured must not pass
+    an SLO.
     """
     lateness = {
         "schedule_lag_p95_ms": None,
@@ -79,33 +79,20 @@ def client_figures(
         "inflight_at_end": None,
     }
     if window is not None:
-        requests = window["requests"]
         lateness = {key: window[key] for key in lateness}
-        count = len(requests)
-        failures = int(requests[:, 1].sum()) if count else 0
-        figures: dict[str, Any] = {"latency_source": "exact"}
-        if count:
-            latencies = requests[:, 0]
-            p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-            figures |= {
-                "p50_ms": float(p50),
-                "p95_ms": float(p95),
-                "p99_ms": float(p99),
-                "mean_ms": float(latencies.mean()),
-                "max_ms": float(latencies.max()),
-            }
+        figures: dict[str, Any] = dict(window["latency"])
+        figures["latency_source"] = "hdr" if window.get("window_exact", True) else "hdr_inexact"
     else:
         count, failures = int(summary.get("requests") or 0), int(summary.get("failures") or 0)
         figures = {k: summary.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms")}
-        figures["latency_source"] = "locust_buckets"
-    return {
-        "requests": count,
-        "failures": failures,
-        "error_rate": failures / count if count else math.nan,
-        "rps": count / window_s if window_s > 0 else 0.0,
-        **figures,
-        **lateness,
-    }
+        figures |= {
+            "requests": count,
+            "failures": failures,
+            "error_rate": failures / count if count else math.nan,
+            "latency_source": "locust_buckets",
+        }
+    count = figures["requests"]
+    return {"rps": count / window_s if window_s > 0 else 0.0, **figures, **lateness}
 
 
 def endpoint_figures(
@@ -113,9 +100,9 @@ def endpoint_figures(
 ) -> dict[str, dict[str, Any]]:
     """Return {endpoint: figures} of a window (run.json `endpoints`, endpoints.csv rows).
 
-    Exact from every request (`window["endpoints"]`); with no request log (remote workers),
-    Locust's bucketed figures per name, as `client_figures` falls back to its totals. Only
-    endpoints with a completed request appear; their `requests` add up to the run's.
+    From the merged per-endpoint histograms (`window["endpoints"]`); with no figures from the
+    Locust processes, Locust's bucketed figures per name, as `client_figures` falls back to its
+    totals. Only endpoints with a completed request appear; their `requests` add up to the run's.
     """
     if window is not None:
         return dict(window["endpoints"])

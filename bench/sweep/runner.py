@@ -22,7 +22,6 @@ from bench.objectives import PGBOUNCER
 from bench.results import (
     APP_LOG,
     DOWNSTREAM_LOG,
-    LATENCY_FILE_PREFIX,
     LOCUST_LOG,
     SUMMARY_FILE,
     TELEMETRY_FILE,
@@ -351,16 +350,16 @@ class Runner:
         window_s = markers["end"] - markers["start"]
         summary_path = run_dir / SUMMARY_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        # Every Locust process's figures, remote workers' too (the master writes theirs).
         log = arrivals.read_requests(run_dir)
-        # Remote workers keep their requests: only the master's (bucketed) totals are here.
         window = (
             arrivals.figures_in_window(log, markers["start"], markers["end"])
-            if log.processes and self.remote is None
+            if log.processes
             else None
         )
-        figures.write_timeseries(run_dir, arrivals.completed(log))
-        for path in run_dir.glob(f"{LATENCY_FILE_PREFIX}*.txt"):
-            path.unlink()  # summarised above; the raw samples would dwarf everything else
+        figures.write_timeseries(run_dir, log.seconds)
+        if log.processes:
+            arrivals.write_merged(run_dir, log)
         values = figures.client_figures(summary, window, window_s)
         values |= figures.telemetry_figures(telemetry)
         values |= figures.resource_figures(sample, window_s)
@@ -377,6 +376,8 @@ class Runner:
                 "start_epoch": markers["start"],
                 "end_epoch": markers["end"],
                 "window_s": window_s,
+                # Every Locust process counted its requests against this very window.
+                "exact": None if window is None else window["window_exact"],
             },
             "locust_processes": (choice := self.locust_workers(point)).workers,
             "locust_workers": choice.as_dict(),

@@ -1,130 +1,146 @@
-"""The request-log reader: every format, and the window's figures per endpoint (no processes)."""
+"""The window figures of Locust processes (format 4): placed against the master's window in
+bounded memory, merged across processes, and read back as the run's figures."""
 
 from __future__ import annotations
 
+import csv
+import importlib
 import json
+import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
 
-from bench.results import REQUESTS_FORMAT, REQUESTS_HEADER
-from bench.sweep.arrivals import (
-    ENDPOINT,
-    endpoints_in_window,
-    figures_in_window,
-    parse_requests,
-    read_requests,
-)
-from bench.sweep.figures import client_figures, endpoint_figures
+from bench import hdr
+from bench.results import LATENCY_FILE, REQUESTS_FORMAT, TIMESERIES_FILE
+from bench.sweep.arrivals import figures_in_window, parse_requests, read_requests, write_merged
+from bench.sweep.figures import client_figures, endpoint_figures, write_timeseries
 
-# Names as Locust makes them: request_type, a space, the name (spaces and brackets allowed).
-USERS = "GET /users/[id]"
-ORDERS = "POST /orders"
-ODD = "GET /search?q=a b [x]"
+USERS, ORDERS = "GET /users/[id]", "POST /orders"
 
 
-def write_log(path: Path, header: dict[str, object] | None, lines: list[str]) -> None:
-    head = [REQUESTS_HEADER + json.dumps(header)] if header is not None else []
-    path.write_text("\n".join([*head, *lines]) + "\n")
+@pytest.fixture(scope="module")
+def common() -> ModuleType:
+    """scenarios.common, imported without gevent's monkey patching of this whole process."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOCUST_SKIP_MONKEY_PATCH", "1")
+        return importlib.import_module("scenarios.common")
 
 
-def test_format_3_names_every_request_by_its_endpoint(tmp_path: Path) -> None:
-    header = {"format": 3, "open_rps": 2.0, "max_inflight": 50, "endpoints": [USERS, ORDERS, ODD]}
-    write_log(
-        tmp_path / "latency-1.txt",
-        header,
-        [
-            "100.0 100.0 100.1 100.0 0 0",  # users: 100 ms
-            "100.0 100.5 100.8 300.0 1 1",  # orders: sent 500 ms late, 800 ms, failed
-            "100.2 100.2 100.4 200.0 0 2",  # the odd name: 200 ms
-            "100.3 100.3 100.5 200.0 0 -",  # unknown endpoint
-            "100.4 nan nan nan 3 1",  # a dropped orders arrival: in no figure
-            "100.5 100.5 nan nan 2 0",  # outstanding: in no figure
-            "100.6 100.6 100.7 50.0 0 7",  # an index past the table: unknown
-        ],
-    )
+def process_file(common: ModuleType, recorder: Any, seconds: Any = None) -> dict[str, Any]:
+    """One process's file as `_Requests.result` writes it."""
+    return {
+        "format": REQUESTS_FORMAT,
+        "pid": 1,
+        "open_rps": 0.0,
+        "max_inflight": None,
+        "peak_inflight": 0,
+        "dropped_arrivals": 0,
+        "window": recorder.as_dict(),
+        "seconds": (seconds or common._Seconds()).rows(),
+    }
+
+
+def done(epoch: float, latency_ms: float, endpoint: str = USERS, failed: bool = False) -> tuple:
+    return ("done", epoch, latency_ms, failed, endpoint, epoch - latency_ms / 1000)
+
+
+def test_a_worker_places_requests_against_the_masters_window_exactly(common: ModuleType) -> None:
+    now = time.time()
+    recorder = common._WindowRecorder()
+    recorder.hold_s = 10.0  # a worker: the master's window messages arrive late
+    for offset in (-4.0, -3.0, -2.0, -1.0):
+        recorder.add(done(now + offset, 10.0))
+        recorder.add(("sent", now + offset - 0.01, 0.0))
+    # The start message arrives after requests that completed past the master's start.
+    recorder.begin(now - 2.5)
+    recorder.add(done(now - 0.6, 20.0, ORDERS, failed=True))
+    recorder.add(done(now - 0.2, 500.0))  # completed after the end, started before it
+    # In flight now: one sent before the end, one after it.
+    pending = [[now - 0.9, now - 0.9, USERS], [now - 0.3, now - 0.3, USERS]]
+    recorder.finish(now - 0.5, pending)
+    recorder.add(done(now + 0.1, 40.0))  # after the end: not counted
+    window = recorder.as_dict()
+    assert window["exact"] is True
+    # Completed in [start, end): the -2, -1 and -0.6 ones.
+    assert (window["requests"], window["failures"], window["max_ms"]) == (3, 1, 20.0)
+    assert window["sent"] == 2  # the sends at -2.01 and -1.01
+    assert window["inflight_at_end"] == 2  # the one completed at -0.2 and the one still pending
+    assert set(window["endpoints"]) == {USERS, ORDERS}
+
+
+def test_a_window_message_later_than_the_hold_makes_the_figures_inexact(
+    common: ModuleType,
+) -> None:
+    now = time.time()
+    recorder = common._WindowRecorder()
+    recorder.hold_s = 1.0
+    recorder.add(done(now - 5.0, 10.0))  # older than the hold: dropped before start was known
+    recorder.begin(now - 6.0)
+    assert recorder.as_dict()["exact"] is False
+
+
+def test_processes_merge_into_the_quantiles_of_all_their_requests(
+    common: ModuleType, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    every: list[float] = []
+    for pid, scale in ((1, 20.0), (2, 60.0)):
+        recorder, seconds = common._WindowRecorder(), common._Seconds()
+        recorder.begin(100.0)
+        values = rng.exponential(scale, 3000)
+        for i, value in enumerate(values):
+            epoch = 100.0 + i / 3000
+            recorder.add(done(epoch, float(value), ORDERS if i % 3 == 0 else USERS, i % 10 == 0))
+            seconds.add(epoch, float(value), i % 10 == 0)
+        recorder.finish(101.0, [])
+        every += values.tolist()
+        data = process_file(common, recorder, seconds) | {"pid": pid}
+        (tmp_path / f"latency-{pid}.json").write_text(json.dumps(data))
     log = read_requests(tmp_path)
-    assert log.endpoints == (USERS, ORDERS, ODD)
-    assert log.rows[:, ENDPOINT].tolist() == [0, 1, 2, -1, 1, 0, -1]
-    figures = endpoints_in_window(log, 100.0, 101.0)
-    assert list(figures) == sorted([USERS, ORDERS, ODD, "-"])
-    orders = figures[ORDERS]
-    assert orders["requests"] == 1 and orders["failures"] == 1 and orders["error_rate"] == 1.0
-    # Latency from the intended start: 300 ms answer + 500 ms late.
-    assert orders["p50_ms"] == orders["p95_ms"] == orders["p99_ms"] == pytest.approx(800.0)
-    assert figures[USERS]["mean_ms"] == pytest.approx(100.0)
-    assert figures[ODD]["requests"] == 1 and figures["-"]["requests"] == 2
-    # The window's own figures carry them, and the counts add up to the window's.
+    assert log.processes == 2
     window = figures_in_window(log, 100.0, 101.0)
-    assert window["endpoints"] == figures
-    assert sum(f["requests"] for f in figures.values()) == window["completed"] == 5
-    assert window["dropped_arrivals"] == 1
-
-
-def test_processes_with_their_own_tables_are_merged_by_name(tmp_path: Path) -> None:
-    write_log(
-        tmp_path / "latency-1.txt",
-        {"format": 3, "endpoints": [USERS, ORDERS]},
-        ["100.0 100.0 100.1 10.0 0 0", "100.0 100.0 100.1 40.0 0 1"],
-    )
-    write_log(
-        tmp_path / "latency-2.txt",
-        {"format": 3, "endpoints": [ORDERS]},  # index 0 here is orders
-        ["100.0 100.0 100.2 20.0 0 0", "100.0 100.0 100.2 30.0 0 0"],
-    )
-    log = read_requests(tmp_path)
-    assert log.processes == 2 and log.endpoints == (USERS, ORDERS)
-    figures = endpoints_in_window(log, 100.0, 101.0)
-    assert figures[USERS]["requests"] == 1
-    assert figures[ORDERS]["requests"] == 3
-    assert figures[ORDERS]["p50_ms"] == pytest.approx(30.0)
-    assert figures[ORDERS]["p95_ms"] == pytest.approx(np.percentile([40, 20, 30], 95))
-
-
-def test_formats_1_and_2_still_read_under_the_unknown_endpoint(tmp_path: Path) -> None:
-    write_log(
-        tmp_path / "latency-1.txt",
-        {"format": 2, "open_rps": 0},
-        ["100.0 100.0 100.1 100.0 0", "100.0 100.0 100.2 200.0 1", "100.3 nan nan nan 3"],
-    )
-    write_log(tmp_path / "latency-2.txt", None, ["100.5 20.0 1"])  # format 1: no header
-    log = read_requests(tmp_path)
-    assert log.processes == 2 and log.endpoints == () and len(log.rows) == 4
-    assert (log.rows[:, ENDPOINT] == -1).all()
-    window = figures_in_window(log, 100.0, 101.0)
-    assert window["completed"] == 3 and window["failures"] == 2
-    assert list(window["endpoints"]) == ["-"]
-    assert window["endpoints"]["-"]["requests"] == 3
-    assert window["endpoints"]["-"]["failures"] == 2
-
-
-def test_a_torn_or_bad_line_is_skipped_and_a_newer_format_refused() -> None:
-    header, rows = parse_requests(
-        [
-            REQUESTS_HEADER + json.dumps({"format": 3, "endpoints": [ORDERS]}),
-            "100.0 100.0 100.1 10.0 0 0",
-            "100.0 100.0 100.1 10.0 0 x",  # not an index
-            "100.0 100.0 100.1 10.0 9 0",  # not an outcome
-            "100.0 100.0 100.1",  # torn
-        ]
-    )
-    assert header["format"] == 3 and rows.tolist() == [[100.0, 100.0, 100.1, 10.0, 0.0, 0.0]]
-    with pytest.raises(ValueError, match=f"format {REQUESTS_FORMAT + 1}"):
-        parse_requests([REQUESTS_HEADER + json.dumps({"format": REQUESTS_FORMAT + 1})])
-
-
-def test_endpoint_figures_match_the_run_figures(tmp_path: Path) -> None:
-    write_log(
-        tmp_path / "latency-1.txt",
-        {"format": 3, "endpoints": [USERS, ORDERS]},
-        [f"100.{i} 100.{i} 100.{i + 1} {10 * (i + 1)}.0 {i % 2} {i % 2}" for i in range(8)],
-    )
-    window = figures_in_window(read_requests(tmp_path), 100.0, 101.0)
+    assert window["window_exact"] is True
     run = client_figures({}, window, 1.0)
+    assert (run["requests"], run["failures"]) == (6000, 600)
+    assert run["mean_ms"] == pytest.approx(np.mean(every))
+    assert run["max_ms"] == pytest.approx(max(every))
+    for q in (50, 95, 99):
+        exact = float(np.percentile(every, q, method="inverted_cdf"))
+        precision = 10.0**-hdr.SIGNIFICANT_DIGITS
+        assert run[f"p{q}_ms"] == pytest.approx(exact, rel=precision, abs=1e-3)
     by_endpoint = endpoint_figures({}, window)
-    assert sum(f["requests"] for f in by_endpoint.values()) == run["requests"] == 8
-    assert sum(f["failures"] for f in by_endpoint.values()) == run["failures"] == 4
+    assert sum(f["requests"] for f in by_endpoint.values()) == 6000
+    assert sum(f["failures"] for f in by_endpoint.values()) == 600
+    # The merge is kept as latency.json and reads back the same; the per-process files go.
+    write_merged(tmp_path, log)
+    assert [p.name for p in tmp_path.iterdir()] == [LATENCY_FILE]
+    assert figures_in_window(read_requests(tmp_path), 100.0, 101.0) == window
+    # Another window than the one the processes used: not exact.
+    assert figures_in_window(log, 100.5, 101.0)["window_exact"] is False
+    write_timeseries(tmp_path, log.seconds)
+    with (tmp_path / TIMESERIES_FILE).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["requests"]) for r in rows] == [6000]  # all in second 100
+
+
+def test_memory_does_not_grow_with_the_request_count(common: ModuleType) -> None:
+    recorder, seconds = common._WindowRecorder(), common._Seconds()
+    recorder.begin(0.0)
+    for i in range(20_000):
+        recorder.add(done(1.0 + i / 1000, 5.0 + i % 50))
+        seconds.add(1.0 + i / 1000, 5.0, False)
+    assert not recorder.held  # a single process places every request at once
+    assert len(seconds.rows()) == 20  # one entry per second, not per request
+    assert recorder.as_dict()["requests"] == 20_000
+
+
+def test_a_file_of_another_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="format 3"):
+        parse_requests(json.dumps({"format": 3}))
 
 
 def test_without_a_request_log_the_endpoints_come_from_locusts_buckets() -> None:

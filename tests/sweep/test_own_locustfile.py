@@ -26,7 +26,7 @@ def test_a_plain_locustfile_runs_with_the_measured_window(tmp_path: Path) -> Non
     run = json.loads((sweep_dir / "runs" / row["run_id"] / "run.json").read_text())
     # The window came from scenarios/common.py's listeners, loaded beside the user's file.
     assert 1.5 < run["window"]["window_s"] < 5  # --duration 2, on a busy host
-    assert run["figures"]["latency_source"] == "exact"
+    assert run["figures"]["latency_source"] == "hdr"
     assert list(run["endpoints"]) == ["GET /users/[id]"]
     manifest = json.loads((sweep_dir / "manifest.json").read_text())
     assert manifest["spec"]["locustfile"] == str(mine)

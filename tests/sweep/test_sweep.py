@@ -171,7 +171,7 @@ def test_run_directories_and_manifest(tiny_sweep: Path) -> None:
         data = json.loads((run_dir / "run.json").read_text())
         assert data["run_id"] == run and data["point"]["pool_size"] in (2, 4)
         assert 2 < data["window"]["window_s"] < 4
-        assert data["figures"]["latency_source"] == "exact"
+        assert data["figures"]["latency_source"] == "hdr" and data["window"]["exact"]
     manifest = json.loads((tiny_sweep / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["finished_runs"] == 2
     assert manifest["spec"]["grid"]["pool_size"] == [2, 4]

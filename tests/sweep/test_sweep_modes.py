@@ -107,7 +107,10 @@ def test_remote_worker_runs_the_printed_command(tmp_path: Path) -> None:
     assert rps <= 2 / (hold_ms / 1000) * 1.15
     run = json.loads((sweep_dir / "runs" / row["run_id"] / "run.json").read_text())
     assert run["remote_workers"] == 1 and run["locust_processes"] == 1
-    assert run["figures"]["latency_source"] == "locust_buckets"  # no latency files from afar
+    # The remote worker sends its window figures to the master, which writes them here.
+    assert run["figures"]["latency_source"] == "hdr" and run["window"]["exact"]
+    assert not list((sweep_dir / "runs" / row["run_id"]).glob("latency-*"))  # merged
+    assert (sweep_dir / "runs" / row["run_id"] / "latency.json").exists()
     manifest = json.loads((sweep_dir / "manifest.json").read_text())
     assert manifest["remote_workers"] == {"count": 1, "bind_host": "127.0.0.1", "port": port}
 
