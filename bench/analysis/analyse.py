@@ -39,6 +39,7 @@ from bench.analysis.optimum import (
     find_slo_optimum,
     measured_rps_at,
     row_process_connections,
+    throughput_curve,
     usl_series,
 )
 from bench.analysis.thresholds import THRESHOLD_METRICS
@@ -297,8 +298,9 @@ def _analyse_workload(
         # A model sizes pool_size + max_overflow; the other pools and the pooler stay the optimum's.
         extra = row_process_connections(row) - opt_connections
         demand = dataclasses.replace(Demand.of(row), measured_peak=None)
+        curve = throughput_curve(table)
         for model in size_all(inputs, usl, usl_note, tolerance):
-            models.append(_compare(model, table, opt_connections, fleet, extra, demand))
+            models.append(_compare(model, table, curve, opt_connections, fleet, extra, demand))
         explanation = seed_formula_explanation(
             inputs.concurrency, inputs.queries_per_request, inputs.hold_time_ms, inputs.offered_rps
         )
@@ -324,6 +326,7 @@ def _analyse_workload(
 def _compare(
     model: ModelResult,
     table: pd.DataFrame,
+    curve: pd.Series,
     opt_connections: float,
     fleet: Fleet | None,
     other_pools: float,
@@ -333,7 +336,7 @@ def _compare(
         return ModelComparison(
             model=model, size_error=None, measured_rps=None, rps_error_pct=None, fits_fleet=None
         )
-    measured = measured_rps_at(table, model.pool_size)
+    measured = measured_rps_at(table, model.pool_size, curve)
     error = None
     if measured and model.predicted_rps is not None and math.isfinite(model.predicted_rps):
         error = 100.0 * (model.predicted_rps - measured) / measured

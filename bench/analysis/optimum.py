@@ -318,12 +318,19 @@ def row_process_connections(row: Mapping[str, Any]) -> float:
     return float(row["connections"]) + (0.0 if math.isnan(direct) else direct)
 
 
-def measured_rps_at(table: pd.DataFrame, connections: float) -> float | None:
-    """Measured throughput at a pool size, interpolated between measured sizes (None outside)."""
-    candidates = eligible(table)
-    if candidates.empty:
-        return None
-    curve = candidates.groupby("connections")["rps"].max().sort_index()
+def throughput_curve(table: pd.DataFrame) -> pd.Series:
+    """The best trusted throughput at each connection count, by connections."""
+    return eligible(table).groupby("connections")["rps"].max().sort_index()
+
+
+def measured_rps_at(
+    table: pd.DataFrame, connections: float, curve: pd.Series | None = None
+) -> float | None:
+    """Measured throughput at a pool size, interpolated between measured sizes (None outside).
+
+    `curve` is `throughput_curve(table)` when the caller already has it (one per workload).
+    """
+    curve = throughput_curve(table) if curve is None else curve
     if curve.empty:
         return None
     xs = curve.index.to_numpy(dtype=float)
