@@ -62,6 +62,8 @@ def run_figures(run_dir: Path) -> dict[str, Any]:
     hold, eff = figures.get("hold_time_mean_ms"), figures.get("littles_efficiency")
     ping_per_lease = (figures.get("ping_mean_ms") or 0.0) * (figures.get("pings") or 0) / leases
     figures["eff_without_ping"] = eff * (hold - ping_per_lease) / hold if eff and hold else None
+    handoff_s = pool.get("handoff_s")
+    figures["handoff_ms"] = handoff_s * 1000 / leases if handoff_s is not None else None
     figures["other_share"] = (
         1 - eff - figures["handoff_share"] - figures["idle_share"]
         if eff is not None and figures.get("handoff_share") is not None
@@ -88,7 +90,7 @@ def size_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"pool_size": size, "reps": len(reps)}
         for key in (
             "rps", "hold_time_mean_ms", "ping_mean_ms", "littles_efficiency", "eff_without_ping",
-            "handoff_share", "idle_share", "other_share", *CPU_FIGURES,
+            "handoff_share", "handoff_ms", "idle_share", "other_share", *CPU_FIGURES,
         ):  # fmt: skip
             row[key] = mean([r.get(key) for r in reps])
         row["eff_min"] = min((r["littles_efficiency"] for r in reps), default=None)
@@ -104,19 +106,24 @@ def table(label: str, rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         f"### {label}",
         "",
-        "| pool | rps | hold ms | ping ms | efficiency (min) | without ping in hold | hand-off"
-        " | idle, no waiter | other | app / host CPU % | counts | >= 0.97 |",
+        "| pool | rps | hold ms | ping ms | efficiency (min) | without ping in hold"
+        " | hand-off (ms/lease) | idle, no waiter | other | app / host CPU % | counts | >= 0.97 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         counts = r["pool_bound"] and r["cpu_ok"]
-        why = "yes" if counts else ("no: CPU >= 80%" if r["pool_bound"] else "no: not saturated")
+        why = (
+            "yes"
+            if counts
+            else ("no: CPU >= 80% in a rep" if r["pool_bound"] else "no: not saturated")
+        )
         met = "-" if not counts else ("yes" if (r["eff_min"] or 0) >= TARGET else "**no**")
         lines.append(
             f"| {r['pool_size']} | {fmt(r['rps'], '.1f')} | {fmt(r['hold_time_mean_ms'], '.2f')}"
             f" | {fmt(r['ping_mean_ms'], '.2f')} | {fmt(r['littles_efficiency'], '.3f')}"
             f" ({fmt(r['eff_min'], '.3f')}) | {fmt(r['eff_without_ping'], '.3f')}"
-            f" | {fmt(r['handoff_share'], '.3f')} | {fmt(r['idle_share'], '.3f')}"
+            f" | {fmt(r['handoff_share'], '.3f')} ({fmt(r['handoff_ms'], '.2f')})"
+            f" | {fmt(r['idle_share'], '.3f')}"
             f" | {fmt(r['other_share'], '.3f')} | {fmt(r['app_busiest_cpu_pct'], '.0f')} /"
             f" {fmt(r['host_cpu_pct'], '.0f')} | {why} | {met} |"
         )
