@@ -22,7 +22,7 @@ from bench.sweep.figures import DEFAULT_LOADGEN_CPU_PCT
 # AMD EPYC (`.venv/bin/python benchmarks/locust_capacity.py`). The conservative figure of those
 # measured: the closed loop with no wait reached 3,402, a bare FastHttpUser 3,525. One figure
 # ignores a process's fixed cost: at 100/s the estimate is 5 % of a core where the benchmark
-# measured 13 % and the default sweep (make bench) 16-21 %; the marginal cost, ~2,440 requests
+# measured 13 % and the default sweep (make bench) 16-21 %; the marginal cost, ~2,400 requests
 # per CPU-second between 100/s and 1,000/s, is below this figure's, so near the 70 % target the
 # estimate is about right, and far below it the error cannot change the choice.
 LOCUST_RPS_PER_CPU_S = 2000.0
