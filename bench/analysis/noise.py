@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.aggregate import at_optimum, eligible
+from bench.analysis.aggregate import OTHER_POOL_AXES, at_optimum, eligible
 from bench.fmt import opt_float
 from bench.objectives import Slo
 
@@ -88,7 +88,10 @@ def neighbour_row(table: pd.DataFrame, optimum: Mapping[str, Any]) -> dict[str, 
     Among trusted configs with the optimum's other pool axes (semaphore limit, asyncpg pool,
     PgBouncer pool) and max_overflow, so only the pool size differs.
     """
-    rows = at_optimum(eligible(table), dict(optimum))
+    # Chosen on the few columns it needs, then the one row taken whole: masks over every column
+    # of a 2,000-config table cost more than the rest of the verdict.
+    narrow = ["connections", "max_overflow", "rps", "bottleneck", *OTHER_POOL_AXES]
+    rows = at_optimum(eligible(table[[c for c in narrow if c in table]]), dict(optimum))
     overflow = optimum.get("max_overflow")
     if overflow is not None and not pd.isna(overflow):
         rows = rows[rows["max_overflow"] == overflow]
@@ -97,8 +100,10 @@ def neighbour_row(table: pd.DataFrame, optimum: Mapping[str, Any]) -> dict[str, 
         return None
     smaller = rows[rows["connections"] < size].sort_values("connections", kind="stable")
     larger = rows[rows["connections"] > size].sort_values("connections", kind="stable")
-    chosen = smaller.iloc[-1] if not smaller.empty else larger.iloc[0] if not larger.empty else None
-    return None if chosen is None else {str(k): v for k, v in chosen.to_dict().items()}
+    picked = smaller.index[-1:] if not smaller.empty else larger.index[:1]
+    if picked.empty:
+        return None
+    return {str(k): v for k, v in table.loc[picked[0]].to_dict().items()}
 
 
 def _reps_text(a: Interval, b: Interval) -> str:
