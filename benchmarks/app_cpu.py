@@ -81,6 +81,7 @@ class Measurement:
     rps: float
     server_cpu_pct: float
     locust_cpu_pct: float
+    host_cpu_pct: float
 
 
 def _get_ok(url: str) -> bool:
@@ -105,6 +106,13 @@ def _wait_serving(url: str, child_alive: object) -> None:
 def _cpu_s(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
+
+
+def _host_busy_s() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole host, every core."""
+    times = psutil.cpu_times()
+    total = float(sum(times))
+    return total - times.idle - getattr(times, "iowait", 0.0), total
 
 
 def _sleep_until(moment: float) -> None:
@@ -167,8 +175,10 @@ def measure(
         app_proc, locust_proc = psutil.Process(uvicorn.pid), psutil.Process(locust.pid)
         _sleep_until(start)
         app_before, locust_before, wall_before = _cpu_s(app_proc), _cpu_s(locust_proc), time.time()
+        host_before = _host_busy_s()
         _sleep_until(end)
         app_after, locust_after, wall_after = _cpu_s(app_proc), _cpu_s(locust_proc), time.time()
+        host_after = _host_busy_s()
         if children.wait(locust, run_s + 30) is None:
             raise RuntimeError(f"locust did not finish: {locust.log_tail()}")
         children.stop(locust)
@@ -187,6 +197,7 @@ def measure(
         rps=counts["ok"] / seconds,
         server_cpu_pct=(app_after - app_before) / wall * 100,
         locust_cpu_pct=(locust_after - locust_before) / wall * 100,
+        host_cpu_pct=(host_after[0] - host_before[0]) / (host_after[1] - host_before[1]) * 100,
     )
 
 
@@ -225,11 +236,13 @@ def render(results: dict[str, list[Measurement]], *, seconds: float, rounds: int
     lines = [
         f"Server CPU per request, `GET /users/{{id}}`: 1 uvicorn worker, pool {POOL_SIZE}, no "
         f"simulated latency, {USERS} closed-loop users (Locust FastHttpUser), {seconds:g} s "
-        f"window, {rounds} rounds. Machine: {os.cpu_count()} cores, {cpu_model()}.",
+        f"window, {rounds} rounds. Machine: {os.cpu_count()} cores, {cpu_model()}. Server and "
+        "Locust CPU % are of one core; host CPU % is of every core (server, Locust, Postgres "
+        "and anything else running): server CPU well under 100 % means the host was contended.",
         "",
         "| server | CPU per request, median (us) | range (us) | rps, median "
-        "| server CPU % | Locust CPU % |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| server CPU % | Locust CPU % | host CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, runs in results.items():
         cpu = [m.cpu_us_per_request for m in runs]
@@ -237,7 +250,8 @@ def render(results: dict[str, list[Measurement]], *, seconds: float, rounds: int
             f"| {name} | {_median(cpu):.0f} | {min(cpu):.0f}-{max(cpu):.0f} "
             f"| {_median([m.rps for m in runs]):.0f} "
             f"| {_median([m.server_cpu_pct for m in runs]):.0f} "
-            f"| {_median([m.locust_cpu_pct for m in runs]):.0f} |"
+            f"| {_median([m.locust_cpu_pct for m in runs]):.0f} "
+            f"| {_median([m.host_cpu_pct for m in runs]):.0f} |"
         )
 
     def med(server: Server) -> float:
