@@ -24,7 +24,7 @@ from bench.cli.common import fail
 from bench.errors import Interrupted, RunError, UsageError
 from bench.fmt import num, pct
 from bench.results import MANIFEST_FILE, WORKER_SCRIPT, finished_runs, read_manifest
-from bench.spec import Point, SweepSpec
+from bench.spec import ADAPTIVE, SEARCHES, Point, SweepSpec
 from bench.specfile import load_spec, parse_override, spec_from_dict
 from bench.sweep.commands import DEFAULT_MASTER_BIND_HOST, RemoteWorkers
 from bench.sweep.pg import DSN_ENV, check_database, free_port, parse_dsn
@@ -254,10 +254,19 @@ def sweep(
             "user class; the measured window is added without changing it.",
         ),
     ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            metavar="|".join(SEARCHES),
+            help="grid: every point of the grid; adaptive: search pool size for the SLO "
+            "boundary, running only the points next to it (default: the spec's `search`).",
+        ),
+    ] = None,
     report: Annotated[bool, typer.Option(help="Render the HTML report at the end.")] = True,
 ) -> None:
-    """Run a sweep: every grid point, measured, into results/<name>-<timestamp>/."""
+    """Run a sweep: the grid's points, or an adaptive search of them, into results/<name>-<t>/."""
     options = {
+        "search": search,
         "timing.duration_s": duration,
         "timing.warmup_s": warmup,
         "timing.repetitions": repetitions,
@@ -302,7 +311,9 @@ def _sweep(
             raise UsageError(f"{sweep_dir} already exists; wait a second or use --resume")
     # Not a terminal (CI, a pipe): wide enough that the table is not squeezed.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    console.print(f"sweep {spec.name}: {len(spec.points())} runs -> {sweep_dir}")
+    runs = len(spec.points())
+    plan = f"an adaptive search of {runs} grid runs" if spec.search == ADAPTIVE else f"{runs} runs"
+    console.print(f"sweep {spec.name}: {plan} -> {sweep_dir}")
     listener = ConsoleListener(console, spec.name)
     try:
         with listener.progress:
@@ -325,7 +336,7 @@ def _sweep(
         fail(f"{exc} ({kept} finished runs kept in {sweep_dir}; --resume {sweep_dir})", code=1)
     if listener.sweep is not None:
         console.print(runs_table(listener.sweep))
-    console.print(f"results: {result.sweep_dir} ({result.finished}/{result.total} runs)")
+    console.print(f"results: {result.sweep_dir} ({result.finished} of {result.total} grid runs)")
     if report:
         from bench.cli.analysis import render_sweep_report
 

@@ -28,7 +28,7 @@ from bench.results import (
     WINDOW_FILE,
     read_markers,
 )
-from bench.spec import ROOT, Point, SweepSpec
+from bench.spec import ADAPTIVE, ROOT, Point, SweepSpec
 from bench.sweep import arrivals, commands, figures
 from bench.sweep.appworkers import AppWorkers, MetricsWindow
 from bench.sweep.backends import DatabaseSlot, database_went_away, postmaster_started
@@ -39,6 +39,7 @@ from bench.sweep.pg import Database, free_port
 from bench.sweep.pgbouncer import PgBouncerSample, PgBouncerSampler, require_pgbouncer
 from bench.sweep.procs import Child, Children, supervised
 from bench.sweep.samplers import PgProbe, WindowSample, WindowSampler
+from bench.sweep.search import AdaptiveSearch
 from bench.sweep.sweepdir import SweepDir
 
 DEFAULT_HEALTH_TIMEOUT_S = 30.0
@@ -440,7 +441,11 @@ def run_sweep(
     remote: RemoteWorkers | None = None,
     listener: SweepListener | None = None,
 ) -> SweepResult:
-    """Run every unfinished point of the spec into sweep_dir; Ctrl-C keeps finished points."""
+    """Run the spec's unfinished points into sweep_dir; Ctrl-C keeps finished points.
+
+    A grid runs every point; an adaptive search (`bench.sweep.search`) picks each next point from
+    the verdicts of the runs so far.
+    """
     listener = listener or SweepListener()
     if any(point.pooler == PGBOUNCER for point in spec.points()):
         if dsn:
@@ -456,6 +461,16 @@ def run_sweep(
     sweep.open(resume=resume)
     todo = sweep.todo()
     status = "interrupted"
+    search = (
+        AdaptiveSearch.of(points, spec.slo, spec.timing.repetitions)
+        if spec.search == ADAPTIVE
+        else None
+    )
+
+    def next_point() -> Point | None:
+        if search is not None:
+            return search.next_point(sweep.runs)
+        return next(iter(sweep.todo()), None)
 
     def announce(point: Point, command: str) -> None:
         script = sweep.write_worker_script(point.run_id, remote.count if remote else 1, command)
@@ -473,7 +488,7 @@ def run_sweep(
                 remote=remote,
                 on_worker_command=announce,
             )
-            for index, point in enumerate(todo, start=len(points) - len(todo) + 1):
+            while (point := next_point()) is not None:
                 listener.run_started(point)
                 tmp = sweep.new_run(point)
                 try:
@@ -491,7 +506,7 @@ def run_sweep(
                     "finished_at": now(),
                 }
                 sweep.commit_run(tmp, record, runner.secret_dsns())
-                listener.run_finished(index, len(points), measured)
+                listener.run_finished(len(sweep.runs), len(points), measured)
         status = "finished"
     except PostgresUnavailable as exc:
         raise UsageError(str(exc)) from None
