@@ -137,19 +137,19 @@ class AdaptiveSearch:
 
     def next_point(self, finished: Mapping[str, Mapping[str, Any]]) -> Point | None:
         """The next point to run given the finished runs (run.json records by run_id)."""
-        for point in self.always:
-            if point.run_id not in finished:
-                return point
+        unfinished = [p for p in self.always if p.run_id not in finished]
+        if unfinished:
+            return unfinished[0]
         verdicts = {
-            point.run_id: run_verdict(point, finished[point.run_id], self.slo)
+            p.run_id: run_verdict(p, finished[p.run_id], self.slo)
             for line in self.lines
-            for point in line.points.values()
-            if point.run_id in finished
+            for p in line.points.values()
+            if p.run_id in finished
         }
         # Lines take turns: each next point comes from the line with the fewest runs so far.
         candidates = [
-            (sum(p.run_id in finished for p in line.points.values()), index, point)
+            (sum(p.run_id in finished for p in line.points.values()), index, chosen)
             for index, line in enumerate(self.lines)
-            if (point := line.next_point(verdicts)) is not None
+            if (chosen := line.next_point(verdicts)) is not None
         ]
         return min(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
