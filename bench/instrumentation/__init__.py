@@ -20,118 +20,58 @@ runs inside services. `poolbench observe URL` turns the figures into pool sizes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
-
-from bench.instrumentation.context import (
-    RequestActivity,
-    RequestPoolWait,
-    count_statement,
-    current_pool_wait,
-    current_request,
-    hold_connection,
-    release_connection,
-)
-from bench.instrumentation.engine import instrument_engine
-from bench.instrumentation.middleware import InFlightMiddleware
-from bench.instrumentation.pgpool import (
-    AcquireTimeoutError,
-    ConnectionInit,
-    CountedConnection,
-    InstrumentedPool,
-    counting_init,
-)
-from bench.instrumentation.routes import METRICS_PATH, TELEMETRY_PATH, telemetry_endpoints
-from bench.instrumentation.telemetry import PoolTelemetry, RequestTelemetry, Telemetry
-from bench.instrumentation.window import WindowHistogram, percentile
-
-__all__ = [
-    "AcquireTimeoutError",
-    "CountedConnection",
-    "InFlightMiddleware",
-    "Instrumentation",
-    "InstrumentedPool",
-    "PoolTelemetry",
-    "RequestActivity",
-    "RequestPoolWait",
-    "RequestTelemetry",
-    "Telemetry",
-    "WindowHistogram",
-    "count_statement",
-    "current_pool_wait",
-    "current_request",
-    "hold_connection",
-    "instrument",
-    "percentile",
-    "release_connection",
-]
+# Names are imported on first use: `poolbench observe` reads `readings` without loading
+# SQLAlchemy, asyncpg and Starlette, which `instrument` needs.
+_EXPORTS = {
+    "AcquireTimeoutError": "bench.instrumentation.pgpool",
+    "CountedConnection": "bench.instrumentation.pgpool",
+    "InFlightMiddleware": "bench.instrumentation.middleware",
+    "Instrumentation": "bench.instrumentation.service",
+    "InstrumentedPool": "bench.instrumentation.pgpool",
+    "PoolTelemetry": "bench.instrumentation.telemetry",
+    "RequestActivity": "bench.instrumentation.context",
+    "RequestPoolWait": "bench.instrumentation.context",
+    "RequestTelemetry": "bench.instrumentation.telemetry",
+    "Telemetry": "bench.instrumentation.telemetry",
+    "WindowHistogram": "bench.instrumentation.window",
+    "count_statement": "bench.instrumentation.context",
+    "current_pool_wait": "bench.instrumentation.context",
+    "current_request": "bench.instrumentation.context",
+    "hold_connection": "bench.instrumentation.context",
+    "instrument": "bench.instrumentation.service",
+    "percentile": "bench.instrumentation.window",
+    "release_connection": "bench.instrumentation.context",
+}
+__all__ = list(_EXPORTS)
 
 
-@dataclass(frozen=True)
-class Instrumentation:
-    """What `instrument` returns: the app's Telemetry and ways to add pools made later."""
-
-    telemetry: Telemetry
-    asyncpg_pool: InstrumentedPool | None = None
-
-    def add_engine(self, engine: AsyncEngine | Engine) -> None:
-        """Measure a SQLAlchemy engine's pool (one engine per app)."""
-        instrument_engine(engine, self.telemetry.sqlalchemy)
-
-    def wrap_asyncpg_pool(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        acquire_timeout_s: float | None = None,
-        rewrite: Callable[[str], str] | None = None,
-    ) -> InstrumentedPool:
-        """Wrap an asyncpg pool: lease connections through the result's `acquire()`."""
-        return InstrumentedPool(
-            pool, self.telemetry.asyncpg, acquire_timeout_s=acquire_timeout_s, rewrite=rewrite
-        )
-
-    def asyncpg_init(self, init: ConnectionInit | None = None) -> ConnectionInit:
-        """`init=` for asyncpg.create_pool (calling yours after) to count connections."""
-        return counting_init(self.telemetry.asyncpg, init)
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
 
 
-def instrument(
-    app: Starlette,
-    *,
-    engine: AsyncEngine | Engine | None = None,
-    asyncpg_pool: asyncpg.Pool | None = None,
-    acquire_timeout_s: float | None = None,
-    uncounted_paths: Iterable[str] = (),
-    telemetry_path: str | None = TELEMETRY_PATH,
-    metrics_path: str | None = METRICS_PATH,
-) -> Instrumentation:
-    """Add pool and request telemetry, `/telemetry` and `/metrics` to a FastAPI/Starlette app.
-
-    Call before the app starts serving. The in-flight middleware becomes the outermost one.
-    Requests to the telemetry endpoints and to `uncounted_paths` (health checks) are not counted.
-    """
-    telemetry = Telemetry()
-    endpoints = telemetry_endpoints(
-        telemetry, telemetry_path=telemetry_path, metrics_path=metrics_path
-    )
-    uncounted = {path for _, path, _ in endpoints} | set(uncounted_paths)
-    app.add_middleware(InFlightMiddleware, telemetry=telemetry.requests, uncounted=uncounted)
-    for method, path, endpoint in endpoints:
-        add_api_route = getattr(app, "add_api_route", None)
-        if add_api_route is not None:  # FastAPI: documented in its OpenAPI schema
-            add_api_route(path, endpoint, methods=[method], tags=["telemetry"])
-        else:
-            app.add_route(path, endpoint, methods=[method])
-    probe = Instrumentation(telemetry)
-    if engine is not None:
-        probe.add_engine(engine)
-    if asyncpg_pool is not None:
-        wrapped = probe.wrap_asyncpg_pool(asyncpg_pool, acquire_timeout_s=acquire_timeout_s)
-        probe = Instrumentation(telemetry, wrapped)
-    app.state.poolbench = probe
-    return probe
+if TYPE_CHECKING:
+    from bench.instrumentation.context import RequestActivity as RequestActivity
+    from bench.instrumentation.context import RequestPoolWait as RequestPoolWait
+    from bench.instrumentation.context import count_statement as count_statement
+    from bench.instrumentation.context import current_pool_wait as current_pool_wait
+    from bench.instrumentation.context import current_request as current_request
+    from bench.instrumentation.context import hold_connection as hold_connection
+    from bench.instrumentation.context import release_connection as release_connection
+    from bench.instrumentation.middleware import InFlightMiddleware as InFlightMiddleware
+    from bench.instrumentation.pgpool import AcquireTimeoutError as AcquireTimeoutError
+    from bench.instrumentation.pgpool import CountedConnection as CountedConnection
+    from bench.instrumentation.pgpool import InstrumentedPool as InstrumentedPool
+    from bench.instrumentation.service import Instrumentation as Instrumentation
+    from bench.instrumentation.service import instrument as instrument
+    from bench.instrumentation.telemetry import PoolTelemetry as PoolTelemetry
+    from bench.instrumentation.telemetry import RequestTelemetry as RequestTelemetry
+    from bench.instrumentation.telemetry import Telemetry as Telemetry
+    from bench.instrumentation.window import WindowHistogram as WindowHistogram
+    from bench.instrumentation.window import percentile as percentile
