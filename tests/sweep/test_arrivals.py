@@ -127,15 +127,22 @@ def test_processes_merge_into_the_quantiles_of_all_their_requests(
     assert [int(r["requests"]) for r in rows] == [6000]  # all in second 100
 
 
-def test_memory_does_not_grow_with_the_request_count(common: ModuleType) -> None:
+def test_memory_does_not_grow_with_the_request_count(
+    common: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = []  # every histogram made (184 KiB each at 3 digits): bounded, not per request
+    new_histogram = hdr.new_histogram
+    monkeypatch.setattr(hdr, "new_histogram", lambda *a: made.append(a) or new_histogram(*a))
     recorder, seconds = common._WindowRecorder(), common._Seconds()
     recorder.begin(0.0)
     for i in range(20_000):
-        recorder.add(done(1.0 + i / 1000, 5.0 + i % 50))
+        recorder.add(done(1.0 + i / 1000, 5.0 + i % 50, (USERS, ORDERS)[i % 2]))
         seconds.add(1.0 + i / 1000, 5.0, False)
     assert not recorder.held  # a single process places every request at once
     assert len(seconds.rows()) == 20  # one entry per second, not per request
     assert recorder.as_dict()["requests"] == 20_000
+    # The window and lag histograms, one per endpoint, one per second of the series.
+    assert len(made) == 2 + 2 + 20, len(made)
 
 
 def test_a_file_of_another_format_is_refused() -> None:
