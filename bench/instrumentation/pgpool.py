@@ -102,7 +102,10 @@ class InstrumentedPool:
         timeout = self.acquire_timeout_s if timeout_s is None else timeout_s
         started = time.perf_counter()
         try:
-            conn = await self.pool.acquire(timeout=timeout)
+            # Not acquire(timeout=): asyncpg runs a timed acquire as a task of its own
+            # (wait_for), one more task per lease. A cancelled acquire requeues its connection.
+            async with asyncio.timeout(timeout):
+                conn = await self.pool.acquire()
         except TimeoutError:
             self.telemetry.record_acquire(time.perf_counter() - started, timed_out=True)
             raise AcquireTimeoutError(f"no asyncpg connection within {timeout:g} s") from None
