@@ -53,13 +53,20 @@ def merge(encoded: Iterable[str], digits: int = SIGNIFICANT_DIGITS) -> HdrHistog
     return total
 
 
-def quantile_ms(histogram: HdrHistogram, q: float) -> float:
-    """The q-quantile (0..1) in milliseconds; 0 for an empty histogram."""
+def quantile_ms(histogram: HdrHistogram, q: float, most: float | None = None) -> float:
+    """The q-quantile (0..1) in milliseconds; 0 for an empty histogram.
+
+    A value reads back as its bucket's upper edge, which can pass the largest value recorded:
+    `most`, the exact maximum when the caller keeps it, caps it (no p99 above the max).
+    """
     if not histogram.get_total_count():
         return 0.0
-    return histogram.get_value_at_percentile(q * 100) / US_PER_MS
+    value = histogram.get_value_at_percentile(q * 100) / US_PER_MS
+    return value if most is None else min(value, most)
 
 
-def quantiles_ms(histogram: HdrHistogram, qs: Iterable[float]) -> list[float]:
+def quantiles_ms(
+    histogram: HdrHistogram, qs: Iterable[float], most: float | None = None
+) -> list[float]:
     """`quantile_ms` for each of `qs`."""
-    return [quantile_ms(histogram, q) for q in qs]
+    return [quantile_ms(histogram, q, most) for q in qs]

@@ -52,3 +52,12 @@ def test_out_of_range_values_are_clamped_not_lost() -> None:
     assert histogram.get_total_count() == 3
     assert hdr.quantile_ms(histogram, 1.0) == pytest.approx(hdr.HIGHEST_US / 1000, rel=PRECISION)
     assert hdr.quantile_ms(hdr.new_histogram(), 0.5) == 0.0
+
+
+def test_no_quantile_reads_back_above_the_exact_max() -> None:
+    # 176.9411 ms lands in a bucket whose upper edge is 177.023 ms.
+    histogram = hdr.new_histogram()
+    for _ in range(100):
+        hdr.record_ms(histogram, 176.9411)
+    assert hdr.quantile_ms(histogram, 0.99) > 176.9411
+    assert hdr.quantile_ms(histogram, 0.99, most=176.9411) == 176.9411

@@ -85,7 +85,7 @@ class WindowHistogram:
         mean = self.total / self.count if self.count else 0.0
         # Population std from the exact sums: the hold time's variability for Allen-Cunneen.
         variance = max(0.0, self.total_sq / self.count - mean * mean) if self.count else 0.0
-        p50, p95, p99 = hdr.quantiles_ms(self._histogram, (0.50, 0.95, 0.99))
+        p50, p95, p99 = hdr.quantiles_ms(self._histogram, (0.50, 0.95, 0.99), most=self.max)
         return WindowStats(
             count=self.count,
             sum=round(self.total, 4),

@@ -108,7 +108,7 @@ def _histogram(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return out | dict.fromkeys(QUANTILES)
     merged = hdr.merge(p["hdr"] for p in parts)
     for q in QUANTILES:
-        out[q] = round(hdr.quantile_ms(merged, int(q[1:]) / 100), 4)
+        out[q] = round(hdr.quantile_ms(merged, int(q[1:]) / 100, most=out["max"]), 4)
     return out | {"hdr": hdr.encode(merged)}
 
 

@@ -180,7 +180,7 @@ def latency_figures(latencies: Mapping[str, Any]) -> dict[str, Any]:
     }
     if count:
         histogram: HdrHistogram = hdr.decode(latencies[WINDOW_HDR_KEY])
-        p50, p95, p99 = hdr.quantiles_ms(histogram, QUANTILES)
+        p50, p95, p99 = hdr.quantiles_ms(histogram, QUANTILES, most=float(latencies["max_ms"]))
         out |= {
             "p50_ms": p50,
             "p95_ms": p95,
