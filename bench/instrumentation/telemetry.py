@@ -245,8 +245,8 @@ class PoolTelemetry:
         if self.occupancy is not None:
             self.occupancy.reset_window(time.perf_counter())
 
-    def snapshot(self) -> dict[str, Any]:
-        """Return the window figures in the /telemetry shape."""
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """Return the window figures in the /telemetry shape (idle time up to `now`)."""
         return {
             "pool_size": self.pool_size,
             "max_overflow": self.max_overflow,
@@ -259,13 +259,14 @@ class PoolTelemetry:
             "acquire_wait_ms": self.acquire_wait_ms.summary().as_dict(),
             "hold_time_ms": self.hold_time_ms.summary().as_dict(),
             "ping_ms": self.ping_ms.summary().as_dict(),
-            **self._occupancy_window(),
+            # On the caller's clock reading: summarising histograms takes time of its own.
+            **self._occupancy_window(time.perf_counter() if now is None else now),
         }
 
-    def _occupancy_window(self) -> dict[str, float | None]:
+    def _occupancy_window(self, now: float) -> dict[str, float | None]:
         if self.occupancy is None:
             return {"idle_s": None, "handoff_s": None}
-        idle_s, handoff_s = self.occupancy.window(time.perf_counter())
+        idle_s, handoff_s = self.occupancy.window(now)
         return {"idle_s": round(idle_s, 6), "handoff_s": round(handoff_s, 6)}
 
     def totals(self) -> dict[str, Any]:
@@ -481,7 +482,7 @@ class Telemetry:
         now = time.perf_counter()
         window_s = now - self.window_started
         body: dict[str, Any] = {"window_s": round(window_s, 3)}
-        body.update((name, pool.snapshot()) for name, pool in self.pools.items())
+        body.update((name, pool.snapshot(now)) for name, pool in self.pools.items())
         body.update((name, dict(section.snapshot())) for name, section in self.sections.items())
         body["requests"] = self.requests.snapshot(now, window_s)
         body["totals"] = self._totals(now)

@@ -115,7 +115,7 @@ async def test_snapshot_has_the_design_keys(run_app: AppRunner) -> None:
     pool_keys = {
         "pool_size", "max_overflow", "checked_out", "overflow_in_use", "peak_checked_out",
         "timeouts", "connections_opened", "connections_closed", "acquire_wait_ms",
-        "hold_time_ms",
+        "hold_time_ms", "ping_ms", "idle_s", "handoff_s",
     }  # fmt: skip
     assert body["sqlalchemy"].keys() == body["asyncpg"].keys() == pool_keys
     assert body["sqlalchemy"]["acquire_wait_ms"].keys() == {
