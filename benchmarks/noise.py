@@ -8,10 +8,10 @@ repetitions, and how many repetitions met the SLO (as the analysis judges a run)
 picks the defaults from them:
 
 - window: the shortest whose served rate varies by at most MAX_RPS_CV (the CV pooled over the
-  sizes that met the SLO in most repetitions). The served rate's spread is Poisson's, 1/sqrt(rate x window), and the
-  verdict's shortfall check (3 of those) must catch a pool that serves too little; the p95's
-  spread comes from bursts and the shared host, and a longer window hardly narrows it (see the
-  table).
+  sizes that met the SLO in most repetitions). The served rate's spread is Poisson's,
+  1/sqrt(rate x window), and the verdict's shortfall check (3 of those) must catch a pool that
+  serves too little; the p95's spread comes from bursts and the shared host, and a longer window
+  hardly narrows it (see the table).
 - repetitions: the fewest n for which a config at the SLO's edge, one that met the SLO in a share
   p of its runs (pooled over every window: the largest size that missed it at least once), is
   recommended at most MAX_EDGE_ACCEPTANCE of the time: p^n <= MAX_EDGE_ACCEPTANCE, since a config
