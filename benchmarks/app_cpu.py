@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.sweep.commands import python_env, seed_argv  # noqa: E402
 from bench.sweep.pg import PostgresServer, free_port  # noqa: E402
 from bench.sweep.procs import Children, supervised  # noqa: E402
+from benchmarks.common import machine  # noqa: E402
 from sample_app.config import settings_env  # noqa: E402
 
 LOCUSTFILE = Path(__file__).resolve().parent / "app_cpu_locustfile.py"
@@ -216,17 +216,6 @@ def seed(children: Children, database_url: str, work: Path) -> None:
         raise RuntimeError(f"seeding failed ({code=}): {child.log_tail()}")
 
 
-def cpu_model() -> str:
-    """The CPU model from /proc/cpuinfo (or 'unknown')."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def _median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -236,7 +225,7 @@ def render(results: dict[str, list[Measurement]], *, seconds: float, rounds: int
     lines = [
         f"Server CPU per request, `GET /users/{{id}}`: 1 uvicorn worker, pool {POOL_SIZE}, no "
         f"simulated latency, {USERS} closed-loop users (Locust FastHttpUser), {seconds:g} s "
-        f"window, {rounds} rounds. Machine: {os.cpu_count()} cores, {cpu_model()}. Server and "
+        f"window, {rounds} rounds. Machine: {machine()}. Server and "
         "Locust CPU % are of one core; host CPU % is of every core (server, Locust, Postgres "
         "and anything else running): server CPU well under 100 % means the host was contended.",
         "",
