@@ -24,7 +24,6 @@ from bench.locustfiles import (
 )
 from bench.objectives import PGBOUNCER, EndpointSlo, Fleet, Slo
 from bench.spec import (
-    ADAPTIVE,
     CAPACITY,
     DEFAULT_HEALTH_PATH,
     DEFAULT_OPEN_MODEL_MAX_INFLIGHT,
@@ -354,16 +353,10 @@ def _kind(value: object, open_model_rps: float) -> str:
     return str(value)
 
 
-def _search(value: object, kind: str) -> str:
-    """How the sweep picks its runs; adaptive needs an SLO boundary to search for."""
+def _search(value: object) -> str:
+    """How the sweep picks its runs (adaptive searches SLO points; capacity points run in full)."""
     if value not in SEARCHES:
         raise _Invalid("search", f"must be one of {', '.join(SEARCHES)}")
-    if value == ADAPTIVE and kind == CAPACITY:
-        raise _Invalid(
-            "search",
-            "adaptive searches for the SLO boundary of an open model: a capacity sweep (closed "
-            "loop) has none; set open_model_rps, or search = grid",
-        )
     return str(value)
 
 
@@ -392,7 +385,7 @@ def _build(
             f"{locustfile} runs its users' own loop (a closed loop: kind = capacity)",
         )
     kind = _kind(raw.get("kind"), open_model_rps)
-    search = _search(raw.get("search", GRID), kind)
+    search = _search(raw.get("search", GRID))
     capacity_users = raw.get("capacity_users")
     spec = SweepSpec(
         name=name,

@@ -12,8 +12,8 @@ picks the defaults from them:
   1/sqrt(rate x window), and the verdict's shortfall check (3 of those) must catch a pool that
   serves too little; the p95's spread comes from bursts and the shared host, and a longer window
   hardly narrows it (see the table).
-- repetitions: the fewest n for which a config at the SLO's edge, one that met the SLO in a share
-  p of its runs (pooled over every window: the largest size that missed it at least once), is
+- repetitions: at that window, the fewest n for which the config at the SLO's edge (the largest
+  size that missed the SLO in most of its runs), one that met it in a share p of its runs, is
   recommended at most MAX_EDGE_ACCEPTANCE of the time: p^n <= MAX_EDGE_ACCEPTANCE, since a config
   must meet the SLO in every repetition.
 """
@@ -94,8 +94,8 @@ def main() -> None:
     # Per window: the squared rps CVs of the sizes that met the SLO in most runs (pooled below:
     # one CV from 5 runs is itself uncertain by about a third).
     spreads: dict[float, list[float]] = {}
-    # Per size: runs that met the SLO and runs, over every window.
-    tally: dict[float, list[int]] = {}
+    # Per window and size: runs that met the SLO, and runs.
+    tally: dict[float, dict[float, tuple[int, int]]] = {}
     wall: dict[float, float] = {}
     for window_s in windows:
         with tempfile.TemporaryDirectory(prefix="poolbench-noise-") as tmp:
@@ -115,10 +115,9 @@ def main() -> None:
             )
             if met > len(runs) / 2:
                 spreads.setdefault(window_s, []).append(rps[2] ** 2)
-            counts = tally.setdefault(size, [0, 0])
-            counts[0] += met
-            counts[1] += len(runs)
-    print("\nwall per sweep: " + ", ".join(f"{w:g} s window: {s:.0f} s" for w, s in wall.items()))
+            tally.setdefault(window_s, {})[size] = (met, len(runs))
+    print(f"\nmachine: {machine()}")
+    print("wall per sweep: " + ", ".join(f"{w:g} s window: {s:.0f} s" for w, s in wall.items()))
     pooled = {w: statistics.fmean(v) ** 0.5 for w, v in spreads.items()}
     print("served-rate CV pooled over those sizes: " + ", ".join(
         f"{w:g} s: {cv:.1%}" for w, cv in pooled.items()))  # fmt: skip
@@ -131,17 +130,20 @@ def main() -> None:
             else f"none kept the served-rate CV <= {MAX_RPS_CV:.0%}"
         )
     )
-    edge = [size for size, (met, runs) in tally.items() if met < runs]
+    if chosen is None:
+        return
+    edge = [size for size, (met, runs) in tally[chosen].items() if met <= runs / 2]
     if edge:
-        met, runs = tally[max(edge)]
+        met, runs = tally[chosen][max(edge)]
         print(
-            f"repetitions: pool_size {max(edge):g} met the SLO in {met} of {runs} runs; "
-            f"{repetitions_for(met / runs)} repetitions accept it at most "
+            f"repetitions: at {chosen:g} s pool_size {max(edge):g} met the SLO in {met} of {runs} "
+            f"runs; {repetitions_for(met / runs)} repetitions accept it at most "
             f"{MAX_EDGE_ACCEPTANCE:.0%} of the time"
         )
     else:
-        print("repetitions: every size met the SLO in every run; add a smaller size")
-    print(f"machine: {machine()}")
+        print(
+            f"repetitions: at {chosen:g} s every size met the SLO in most runs; add a smaller size"
+        )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,11 @@ def poolbench(*args: str) -> subprocess.CompletedProcess[str]:
         (["sweep", "no/such/spec.toml"], "no such file"),
         (["sweep", "bench/specs/quick.toml", "--workers", "0"], "--workers 0: give a number"),
         (["sweep", "bench/specs/quick.toml", "--workers", "many"], "or auto"),
+        (
+            ["sweep", "bench/specs/quick.toml", "--search", "binary"],
+            "must be one of grid, adaptive",
+        ),
+        (["sweep", "bench/specs/capacity.toml", "--search", "adaptive"], "has none"),
     ],
 )
 def test_bad_command_line_is_one_error_line(args: list[str], needle: str) -> None:

@@ -29,7 +29,7 @@ def collect_warnings(analysis: Analysis) -> list[str]:
     runs = analysis.sweep.runs
     out: list[str] = list(analysis.sweep.problems)
     spec = analysis.sweep.spec
-    if spec is not None and spec.search == ADAPTIVE:
+    if spec is not None and spec.search == ADAPTIVE and len(runs) < len(spec.points()):
         out.append(
             f"an adaptive search (bench/sweep/search.py) ran {len(runs)} of the grid's "
             f"{len(spec.points())} runs: sizes away from the SLO boundary ran once or not at all, "

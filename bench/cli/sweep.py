@@ -24,7 +24,7 @@ from bench.cli.common import fail
 from bench.errors import Interrupted, RunError, UsageError
 from bench.fmt import num, pct
 from bench.results import MANIFEST_FILE, WORKER_SCRIPT, finished_runs, read_manifest
-from bench.spec import ADAPTIVE, SEARCHES, Point, SweepSpec
+from bench.spec import ADAPTIVE, CAPACITY, SEARCHES, Point, SweepSpec
 from bench.specfile import load_spec, parse_override, spec_from_dict
 from bench.sweep.commands import DEFAULT_MASTER_BIND_HOST, RemoteWorkers
 from bench.sweep.pg import DSN_ENV, check_database, free_port, parse_dsn
@@ -280,6 +280,11 @@ def sweep(
         if locustfile is not None:  # replaces the spec's scenario
             overrides |= {"locustfile": str(locustfile.resolve()), "scenario": None}
         spec, source = _resolve(spec_path, resume, overrides)
+        if search == ADAPTIVE and spec.kind == CAPACITY:
+            raise UsageError(
+                "--search adaptive searches for the SLO boundary of an open model; a capacity "
+                "sweep (closed loop) has none: set open_model_rps, or drop --search"
+            )
         _sweep(spec, source, out, resume, dsn, local_workers, remote, report=report)
     except UsageError as exc:
         fail(str(exc))  # inside the command, so typer turns it into exit code 2
@@ -312,7 +317,13 @@ def _sweep(
     # Not a terminal (CI, a pipe): wide enough that the table is not squeezed.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     runs = len(spec.points())
-    plan = f"an adaptive search of {runs} grid runs" if spec.search == ADAPTIVE else f"{runs} runs"
+    plan = f"{runs} runs"
+    if spec.search == ADAPTIVE:
+        plan = (
+            f"{runs} runs (a capacity sweep: no SLO boundary to search, every point runs)"
+            if spec.kind == CAPACITY
+            else f"an adaptive search of {runs} grid runs"
+        )
     console.print(f"sweep {spec.name}: {plan} -> {sweep_dir}")
     listener = ConsoleListener(console, spec.name)
     try:
