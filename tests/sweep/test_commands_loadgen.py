@@ -50,7 +50,10 @@ def test_the_fewest_processes_under_the_target(rps: float, cores: int, workers: 
 
 
 def test_the_cores_cap_the_processes_even_above_the_target() -> None:
-    assert choose_workers(10_000, cores=2) == (2, pytest.approx(250.0))
+    assert choose_workers(10_000, cores=2) == (
+        2,
+        pytest.approx(10_000 / 2 / LOCUST_RPS_PER_CPU_S * 100),
+    )
     assert choose_workers(math.inf, cores=2) == (2, math.inf)
 
 
@@ -58,7 +61,7 @@ def test_the_default_sweep_needs_one_process() -> None:
     spec = load_spec(QUICK, {})
     choice = plan_workers(spec.points()[0], spec, given=None, cores=2)
     assert (choice.workers, choice.expected_rps) == (1, 100)
-    assert choice.expected_cpu_pct == pytest.approx(5.0)
+    assert choice.expected_cpu_pct == pytest.approx(100 / LOCUST_RPS_PER_CPU_S * 100)
     assert choice.reason.startswith("auto: open model: 40 users x 2.5/s = 100/s offered")
 
 
@@ -88,7 +91,8 @@ def test_a_closed_loop_near_the_pool_bound_gets_more_processes() -> None:
     point, spec = closed(**{"grid.users": [64], "grid.pool_size": [80]})
     choice = plan_workers(point, spec, given=None, cores=2)
     assert choice.expected_rps == pytest.approx(64 / 0.02)  # the users bound is the smaller
-    assert choice.workers == 2 and choice.expected_cpu_pct == pytest.approx(80.0)
+    assert choice.workers == 2
+    assert choice.expected_cpu_pct == pytest.approx(64 / 0.02 / 2 / LOCUST_RPS_PER_CPU_S * 100)
     assert "capped at 2 (the host's cores)" in choice.reason
 
 
