@@ -1,7 +1,8 @@
 """Little's-law efficiency at the pool-bound sizes: `python benchmarks/littles_law.py [SPEC]`.
 
-Runs `poolbench sweep SPEC` over pool sizes 1..4 with 2 repetitions (bench/specs/quick.toml:
-100 rps offered, open model, one 20 ms query per request; ~2.5 minutes), twice: with the sample
+Runs `poolbench sweep SPEC --search grid --duration 6` over pool sizes 1..4 with 2 repetitions
+(bench/specs/quick.toml: 100 rps offered, open model, one 20 ms query per request; ~3 minutes),
+twice: with the sample
 app's default `DB_POOL_PRE_PING=true` and with it off. Per pool size it prints served rps, the
 mean hold (leaving the pool to checkin), pre-ping's time per checkout, the efficiency
 `rps x hold / connections`, where the rest went (hand-off: idle in the pool while a checkout
@@ -43,6 +44,7 @@ def sweep(spec: str, pre_ping: str, out: Path) -> Path:
     """One sweep of the pool-bound sizes; returns its directory."""
     argv = [
         sys.executable, "-m", "bench.cli", "sweep", spec, "--out", str(out), "--no-report",
+        "--search", "grid", "--duration", "6",
         "--set", f"grid.pool_size={POOL_SIZES}", "--set", f"timing.repetitions={REPETITIONS}",
         "--set", f"app_env.DB_POOL_PRE_PING={pre_ping}",
     ]  # fmt: skip
