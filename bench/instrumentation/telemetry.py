@@ -233,8 +233,9 @@ class PoolTelemetry:
         if self._series is not None:
             self._series.closed.inc()
 
-    def reset_window(self) -> None:
-        """Start a new window; the peak restarts from what is checked out now."""
+    def reset_window(self, now: float | None = None) -> None:
+        """Start a new window at `now` (perf_counter); the peak restarts from what is out now."""
+        now = time.perf_counter() if now is None else now
         self.peak_checked_out = self.checked_out
         self.timeouts = 0
         self.connections_opened = 0
@@ -243,7 +244,9 @@ class PoolTelemetry:
         self.hold_time_ms.reset()
         self.ping_ms.reset()
         if self.occupancy is not None:
-            self.occupancy.reset_window(time.perf_counter())
+            # At the window's own start: resetting the histograms above takes milliseconds, and
+            # idle time before a later start would fall outside both the hold and idle_s.
+            self.occupancy.reset_window(now)
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """Return the window figures in the /telemetry shape (idle time up to `now`)."""
@@ -471,7 +474,7 @@ class Telemetry:
         """Start a new measurement window (totals and Prometheus counters keep counting)."""
         now = time.perf_counter()
         for pool in self.pools.values():
-            pool.reset_window()
+            pool.reset_window(now)
         for section in self.sections.values():
             section.reset_window()
         self.requests.reset_window(now)

@@ -39,6 +39,7 @@ DESIGN_COLUMNS = (
     "app_inflight_mean, app_inflight_peak, statements_per_request, pg_pool_acquire_wait_p95_ms, "
     "pg_pool_hold_time_mean_ms, pg_pool_peak_checked_out, pg_pool_timeouts, "
     "http_peak_in_flight, http_semaphore_wait_p95_ms, http_waits_holding_connection, "
+    "littles_efficiency, handoff_share, idle_share, ping_mean_ms, pings, "
     "pg_peak_connections, pg_xact_commit, pgb_cl_waiting_peak, pgb_maxwait_ms, pgb_sv_active_peak, "
     "pgb_clients_peak, pgb_wait_mean_ms, app_cpu_pct, locust_cpu_pct, pg_cpu_pct, "
     "app_peak_rss_mb, locust_peak_rss_mb, pg_peak_rss_mb, locust_cpu_warning, host_cores, "
