@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, machine  # noqa: E402
+from benchmarks.common import machine, sweep  # noqa: E402
 
 TARGET = 0.97
 MAX_CPU_PCT = 80.0
@@ -40,19 +39,13 @@ CPU_FIGURES = ("app_busiest_cpu_pct", "locust_busiest_cpu_pct", "pg_cpu_pct", "h
 SETTINGS = (("pre-ping on (default)", "true"), ("pre-ping off", "false"))
 
 
-def sweep(spec: str, pre_ping: str, out: Path) -> Path:
+def pool_bound_sweep(spec: str, pre_ping: str, out: Path) -> Path:
     """One sweep of the pool-bound sizes; returns its directory."""
-    argv = [
-        sys.executable, "-m", "bench.cli", "sweep", spec, "--out", str(out), "--no-report",
-        "--search", "grid", "--duration", "6",
+    return sweep(
+        spec, out, "--search", "grid", "--duration", "6",
         "--set", f"grid.pool_size={POOL_SIZES}", "--set", f"timing.repetitions={REPETITIONS}",
-        "--set", f"app_env.DB_POOL_PRE_PING={pre_ping}",
-    ]  # fmt: skip
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
-    if done.returncode != 0:
-        sys.exit(f"error: sweep failed: {done.stderr.strip()[-2000:]}")
-    (sweep_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return sweep_dir
+        "--set", f"app_env.DB_POOL_PRE_PING={pre_ping}", timeout=SWEEP_TIMEOUT_S,
+    )  # fmt: skip
 
 
 def run_figures(run_dir: Path) -> dict[str, Any]:
@@ -149,7 +142,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="littles-") as tmp:
         base = args.keep or Path(tmp)
         for label, pre_ping in SETTINGS:
-            rows = size_rows(sweep(args.spec, pre_ping, base / f"pre_ping_{pre_ping}"))
+            rows = size_rows(pool_bound_sweep(args.spec, pre_ping, base / f"pre_ping_{pre_ping}"))
             lines += [*table(label, rows), ""]
             counted = [r for r in rows if r["pool_bound"] and r["cpu_ok"]]
             worst = min((r["eff_min"] for r in counted), default=None)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,22 +34,18 @@ from bench.analysis.optimum import run_failure  # noqa: E402
 from bench.objectives import Slo  # noqa: E402
 from bench.results import UNTRUSTED_BOTTLENECKS  # noqa: E402
 from bench.specfile import load_spec  # noqa: E402
-from benchmarks.common import ROOT, machine  # noqa: E402
+from benchmarks.common import machine, sweep  # noqa: E402
 
 MAX_RPS_CV = 0.05  # at most the spread of a 100 rps Poisson count over 4 s
 MAX_EDGE_ACCEPTANCE = 0.25
-SWEEP_TIMEOUT_S = 1800
 
 
-def sweep(spec: str, window_s: float, sizes: str, reps: int, out: Path) -> list[dict[str, str]]:
+def grid_rows(spec: str, window_s: float, sizes: str, reps: int, out: Path) -> list[dict[str, str]]:
     """One grid sweep at this window; its runs.csv rows."""
-    argv = [sys.executable, "-m", "bench.cli", "sweep", spec, "--search", "grid", "--no-report"]
-    argv += ["--duration", f"{window_s:g}", "--repetitions", str(reps), "--out", str(out)]
-    argv += ["--set", f"grid.pool_size={sizes}"]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
-    if done.returncode != 0:
-        sys.exit(f"error: the sweep at {window_s:g} s failed: {done.stderr.strip()[-2000:]}")
-    (sweep_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    sweep_dir = sweep(
+        spec, out, "--search", "grid", "--duration", f"{window_s:g}",
+        "--repetitions", str(reps), "--set", f"grid.pool_size={sizes}",
+    )  # fmt: skip
     with open(sweep_dir / "runs.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
@@ -100,7 +95,7 @@ def main() -> None:
     for window_s in windows:
         with tempfile.TemporaryDirectory(prefix="poolbench-noise-") as tmp:
             started = time.perf_counter()
-            rows = sweep(args.spec, window_s, args.pool_sizes, args.repetitions, Path(tmp))
+            rows = grid_rows(args.spec, window_s, args.pool_sizes, args.repetitions, Path(tmp))
             wall[window_s] = time.perf_counter() - started
         by_size: dict[float, list[dict[str, str]]] = {}
         for row in rows:

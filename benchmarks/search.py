@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,29 +19,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, machine  # noqa: E402
+from benchmarks.common import machine, poolbench, sweep  # noqa: E402
 
 MAX_RUN_SHARE = 0.4
 MAX_CONNECTIONS_APART = 1
-# Bounds a sweep of the default spec many times over: a hang shows as a failure, never forever.
-SWEEP_TIMEOUT_S = 1800
-
-
-def poolbench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "bench.cli", *args]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        sys.exit(f"error: {' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}")
-    return done
 
 
 def measure(spec: str, search: str, out: Path, extra: list[str]) -> dict[str, Any]:
     """One sweep with this search: runs, wall seconds, the recommended config."""
     started = time.perf_counter()
-    poolbench("sweep", spec, "--search", search, "--out", str(out), "--no-report", *extra,
-              timeout=SWEEP_TIMEOUT_S)  # fmt: skip
+    sweep_dir = sweep(spec, out, "--search", search, *extra)
     wall_s = time.perf_counter() - started
-    (sweep_dir,) = [p for p in out.iterdir() if p.is_dir()]
     analysis = out / "analysis.json"
     poolbench("analyze", str(sweep_dir), "--json", str(analysis), timeout=300)
     result = json.loads(analysis.read_text())
