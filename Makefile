@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SPEC ?= bench/specs/quick.toml
+SPEC ?= quick
 SWEEP ?= $(shell ls -td results/*/ 2>/dev/null | head -1)
 
 .PHONY: install test lint bench report perf clean browser pgbouncer
@@ -10,7 +10,7 @@ SWEEP ?= $(shell ls -td results/*/ 2>/dev/null | head -1)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[bench,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import aggregate, analyse, load_sweep, render_analysis  # noqa: E402
 from benchmarks.common import ROOT, machine  # noqa: E402
+from poolbench import aggregate, analyse, load_sweep, render_analysis  # noqa: E402
 from tests.synthetic_sweep import make_sweep  # noqa: E402
 
 TARGET_S = 5.0
@@ -43,7 +43,7 @@ def timed(func: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 def command_seconds(*args: str) -> float:
     """Wall time of one `poolbench` command in a fresh interpreter (start-up included)."""
-    argv = [sys.executable, "-m", "bench.cli", *args]
+    argv = [sys.executable, "-m", "poolbench.cli", *args]
     started = time.perf_counter()
     done = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False

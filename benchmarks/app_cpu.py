@@ -28,11 +28,12 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sweep.commands import python_env, seed_argv  # noqa: E402
-from bench.sweep.pg import PostgresServer, free_port  # noqa: E402
-from bench.sweep.procs import Children, supervised  # noqa: E402
+from poolbench.sample_app.config import settings_env  # noqa: E402
+
 from benchmarks.common import machine  # noqa: E402
-from sample_app.config import settings_env  # noqa: E402
+from poolbench.sweep.commands import python_env, seed_argv  # noqa: E402
+from poolbench.sweep.pg import PostgresServer, free_port  # noqa: E402
+from poolbench.sweep.procs import Children, supervised  # noqa: E402
 
 LOCUSTFILE = Path(__file__).resolve().parent / "app_cpu_locustfile.py"
 USERS = 16
@@ -54,19 +55,21 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
 
 
-SAMPLE_ORM = Server(name="sample app ORM", app="sample_app.main:app", path="/users/{id}")
+SAMPLE_ORM = Server(name="sample app ORM", app="poolbench.sample_app.main:app", path="/users/{id}")
 BARE_ORM = Server(
     name="bare FastAPI + SQLAlchemy",
     app="benchmarks.bare.fastapi_sqlalchemy:app",
     path="/users/{id}",
 )
-SAMPLE_RAW = Server(name="sample app raw", app="sample_app.main:app", path="/raw/users/{id}")
+SAMPLE_RAW = Server(
+    name="sample app raw", app="poolbench.sample_app.main:app", path="/raw/users/{id}"
+)
 BARE_RAW = Server(
     name="bare Starlette + asyncpg", app="benchmarks.bare.starlette_asyncpg:app", path="/users/{id}"
 )
 SAMPLE_ORM_NO_PING = Server(
     name="sample app ORM, pre-ping off",
-    app="sample_app.main:app",
+    app="poolbench.sample_app.main:app",
     path="/users/{id}",
     env=settings_env(db_pool_pre_ping=False),
 )
@@ -202,7 +205,7 @@ def measure(
 
 
 def seed(children: Children, database_url: str, work: Path) -> None:
-    """Seed the sample app's schema and users (`python -m sample_app.seed`)."""
+    """Seed the sample app's schema and users (`python -m poolbench.sample_app.seed`)."""
     child = children.spawn(
         "seed",
         seed_argv(SEED_USERS),

@@ -31,7 +31,7 @@ def machine() -> str:
 
 def poolbench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run `poolbench ARGS` from the checkout; on failure exit with one line naming it."""
-    argv = [sys.executable, "-m", "bench.cli", *args]
+    argv = [sys.executable, "-m", "poolbench.cli", *args]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         sys.exit(f"error: poolbench {' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}")

@@ -133,7 +133,7 @@ def main() -> int:
             SPEC.format(rate_per_user=args.rps / USERS, users=USERS, duration_s=duration_s)
         )
         env = dict(os.environ) | {"PYTHONPATH": str(args.root)}
-        command = [sys.executable, "-c", "from bench.cli import main; main()", "sweep"]
+        command = [sys.executable, "-c", "from poolbench.cli import main; main()", "sweep"]
         command += [str(spec), "--out", tmp, "--workers", str(args.workers)]
         started = time.monotonic()
         sweep = subprocess.Popen(

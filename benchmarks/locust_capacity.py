@@ -33,12 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.locustfiles import scenario_path  # noqa: E402
-from bench.scenario_env import ScenarioEnv  # noqa: E402
-from bench.sweep.commands import local_processes_args, python_env  # noqa: E402
-from bench.sweep.pg import free_port  # noqa: E402
-from bench.sweep.samplers import HostCpu, ProcessTree  # noqa: E402
 from benchmarks.common import ROOT, machine  # noqa: E402
+from poolbench.locustfiles import scenario_path  # noqa: E402
+from poolbench.scenario_env import ScenarioEnv  # noqa: E402
+from poolbench.sweep.commands import local_processes_args, python_env  # noqa: E402
+from poolbench.sweep.pg import free_port  # noqa: E402
+from poolbench.sweep.samplers import HostCpu, ProcessTree  # noqa: E402
 
 WARMUP_S = 4.0
 WINDOW_S = 8.0

@@ -30,11 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.analysis.optimum import run_failure  # noqa: E402
-from bench.objectives import Slo  # noqa: E402
-from bench.results import UNTRUSTED_BOTTLENECKS  # noqa: E402
-from bench.specfile import load_spec  # noqa: E402
 from benchmarks.common import machine, sweep  # noqa: E402
+from poolbench.analysis.optimum import run_failure  # noqa: E402
+from poolbench.objectives import Slo  # noqa: E402
+from poolbench.results import UNTRUSTED_BOTTLENECKS  # noqa: E402
+from poolbench.specfile import load_spec  # noqa: E402
 
 MAX_RPS_CV = 0.05  # at most the spread of a 100 rps Poisson count over 4 s
 MAX_EDGE_ACCEPTANCE = 0.25

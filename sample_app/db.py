@@ -1,4 +1,4 @@
-"""Engine, sessions and the direct asyncpg pool, measured by `bench.instrumentation`.
+"""Engine, sessions and the direct asyncpg pool, measured by `poolbench.instrumentation`.
 
 Everything here is created once per process by the app's lifespan; nothing in a request path
 creates an engine or a pool. The pools' telemetry (checkout timer, leases, statements per request)
@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from bench.instrumentation import AcquireTimeoutError, Instrumentation, InstrumentedPool
-from sample_app.config import Settings
-from sample_app.models import Base
+from poolbench.instrumentation import AcquireTimeoutError, Instrumentation, InstrumentedPool
+
+from .config import Settings
+from .models import Base
 
 # Any constant works; every process creating the schema takes the same transaction-level lock,
 # so concurrent start-ups serialise instead of racing on CREATE TABLE.

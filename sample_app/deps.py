@@ -18,9 +18,10 @@ import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bench.instrumentation import InstrumentedPool, Telemetry
-from sample_app.config import Settings
-from sample_app.telemetry import HttpTelemetry
+from poolbench.instrumentation import InstrumentedPool, Telemetry
+
+from .config import Settings
+from .telemetry import HttpTelemetry
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""A slow downstream HTTP service for the fan-out workload: `python -m sample_app.downstream`.
+"""A slow downstream HTTP service for the fan-out workload.
+
+`python -m poolbench.sample_app.downstream`.
 
 `GET /work?latency_ms=L` waits L ms (default `--latency-ms`) and answers JSON. `GET /stats`
 reports `in_flight`, `peak_in_flight`, `requests` and `cancelled` (callers that hung up before

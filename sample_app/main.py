@@ -1,4 +1,4 @@
-"""App factory and lifespan: `uvicorn sample_app.main:app`.
+"""App factory and lifespan: `uvicorn poolbench.sample_app.main:app`.
 
 Importing this module builds the app but connects to nothing; engines, pools and the HTTP
 client are created by the lifespan and closed when it ends.
@@ -17,25 +17,26 @@ from pydantic import ValidationError
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from bench.instrumentation import Instrumentation, instrument
-from sample_app.config import Settings, get_settings
-from sample_app.db import (
+from poolbench.instrumentation import Instrumentation, instrument
+
+from .config import Settings, get_settings
+from .db import (
     build_engine,
     create_pg_pool,
     create_schema,
     create_sessionmaker,
     max_user_id,
 )
-from sample_app.deps import Resources, UserIds
-from sample_app.middleware import (
+from .deps import Resources, UserIds
+from .middleware import (
     AccessLogMiddleware,
     RequestIDMiddleware,
     TimingMiddleware,
     UnhandledErrorMiddleware,
 )
-from sample_app.problems import REQUEST_ID_HEADER, install_problem_handlers
-from sample_app.routes import ROUTERS, UNCOUNTED_PATHS
-from sample_app.telemetry import HttpTelemetry
+from .problems import REQUEST_ID_HEADER, install_problem_handlers
+from .routes import ROUTERS, UNCOUNTED_PATHS
+from .telemetry import HttpTelemetry
 
 logger = logging.getLogger("sample_app")
 

@@ -20,8 +20,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bench.instrumentation import RequestPoolWait, current_pool_wait
-from sample_app.problems import REQUEST_ID_HEADER, unhandled_error_response
+from poolbench.instrumentation import RequestPoolWait, current_pool_wait
+
+from .problems import REQUEST_ID_HEADER, unhandled_error_response
 
 # Accept a caller's id only if it is short and plain, so it is safe to log and echo.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.interfaces import ORMOption
 
-from sample_app.models import Base
+from .models import Base
 
 ModelT = TypeVar("ModelT", bound=Base)
 

@@ -1,4 +1,4 @@
-"""Seed deterministic data: `python -m sample_app.seed --users 1000 --orders-per-user 3`.
+"""Seed deterministic data: `python -m poolbench.sample_app.seed --users 1000 --orders-per-user 3`.
 
 User ids are 1..users; order and item ids are derived from them, so two seeds of the same size
 hold the same rows. Rows go in multi-row INSERTs of up to `--chunk-rows` rows (ON CONFLICT DO
@@ -19,9 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from sample_app.config import get_settings
-from sample_app.db import create_schema
-from sample_app.models import Base, Item, Order, User
+from .config import get_settings
+from .db import create_schema
+from .models import Base, Item, Order, User
 
 DEFAULT_CHUNK_ROWS = 5_000
 MIN_CHUNK_ROWS = 1_000

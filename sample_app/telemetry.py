@@ -1,8 +1,8 @@
 """The sample app's own telemetry: downstream calls and the semaphore that bounds them.
 
 Pools, requests in flight, statements per request, `/telemetry` and `/metrics` come from
-`bench.instrumentation` (the same helper any service uses); this is the app-specific `http` section
-of `/telemetry`, with its Prometheus series in the same registry.
+`poolbench.instrumentation` (the same helper any service uses); this is the app-specific `http`
+section of `/telemetry`, with its Prometheus series in the same registry.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bench.instrumentation import RequestActivity, WindowHistogram, current_request
-from bench.instrumentation.window import LATENCY_BUCKETS_S
+from poolbench.instrumentation import RequestActivity, WindowHistogram, current_request
+from poolbench.instrumentation.window import LATENCY_BUCKETS_S
 
 
 class HttpTelemetry:

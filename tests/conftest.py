@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.sweep.pg import Database, database
+from poolbench.sweep.pg import Database, database
 
 ROOT = Path(__file__).resolve().parent.parent
 

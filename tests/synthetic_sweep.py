@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.analysis.models import usl_throughput
-from bench.results import RUNS_CSV_COLUMNS
+from poolbench.analysis.models import usl_throughput
+from poolbench.results import RUNS_CSV_COLUMNS
 
 SECRET = "s3cretpw"
 HISTORY_HEADER = [

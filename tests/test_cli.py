@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from bench.specfile import spec_from_dict
-from bench.sweep.metadata import manifest
-from bench.sweep.pg import Database, free_port
-from bench.sweep.sweepdir import SweepDir
+from poolbench.specfile import spec_from_dict
+from poolbench.sweep.metadata import manifest
+from poolbench.sweep.pg import Database, free_port
+from poolbench.sweep.sweepdir import SweepDir
 from tests.conftest import ROOT
 
 
 def poolbench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
+        [sys.executable, "-m", "poolbench.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from poolbench.sample_app.config import Settings
 
-from sample_app.config import Settings
 from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"

@@ -1,11 +1,11 @@
-"""HDR latency histograms (bench.hdr): quantiles agree with numpy's on the raw values."""
+"""HDR latency histograms (poolbench.hdr): quantiles agree with numpy's on the raw values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench import hdr
+from poolbench import hdr
 
 # One part in 10**digits: the precision `SIGNIFICANT_DIGITS` promises for a value read back.
 PRECISION = 10.0**-hdr.SIGNIFICANT_DIGITS

@@ -1,4 +1,4 @@
-"""`bench.instrumentation` on apps written here, not the sample app: the same telemetry.
+"""`poolbench.instrumentation` on apps written here, not the sample app: the same telemetry.
 
 Real Postgres (the session's `pg` server), real HTTP through httpx's ASGI transport with the
 app's lifespan run. The statements sleep in Postgres (`pg_sleep`), so hold times and waits are
@@ -16,18 +16,18 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from poolbench.sample_app.config import Settings
+from poolbench.sample_app.main import create_app
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from bench import instrument
-from bench.instrumentation.prometheus import parse_metrics
-from bench.instrumentation.readings import reading_from_totals
-from bench.sweep.pg import Database
-from sample_app.config import Settings
-from sample_app.main import create_app
+from poolbench import instrument
+from poolbench.instrumentation.prometheus import parse_metrics
+from poolbench.instrumentation.readings import reading_from_totals
+from poolbench.sweep.pg import Database
 
 SLEEP_S = 0.02
 POOL_SIZE, MAX_OVERFLOW, PG_MAX = 2, 1, 2

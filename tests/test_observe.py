@@ -26,12 +26,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from bench.analysis.analyse import analyse
-from bench.analysis.load import load_sweep
-from bench.observe import base_url, parse_duration
-from bench.spec import SLO, Grid, SweepSpec, Timing, Workload
-from bench.sweep import commands
-from bench.sweep.pg import Database, free_port
+from poolbench.analysis.analyse import analyse
+from poolbench.analysis.load import load_sweep
+from poolbench.observe import base_url, parse_duration
+from poolbench.spec import SLO, Grid, SweepSpec, Timing, Workload
+from poolbench.sweep import commands
+from poolbench.sweep.pg import Database, free_port
 from tests.app.app_helpers import create_database, started, wait_http_ok
 from tests.conftest import ROOT
 from tests.test_instrument import minimal_app
@@ -39,7 +39,7 @@ from tests.test_instrument import minimal_app
 
 def poolbench(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
+        [sys.executable, "-m", "poolbench.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.secrets import MASK, dsn_password, redact_dsn, redact_files, scrub_secrets, scrub_tree
+from poolbench.secrets import (
+    MASK,
+    dsn_password,
+    redact_dsn,
+    redact_files,
+    scrub_secrets,
+    scrub_tree,
+)
 
 # (DSN, its password as libpq/asyncpg read it)
 DSNS = [

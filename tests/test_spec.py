@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import UsageError
-from bench.locustfiles import defines_user
-from bench.spec import DEFAULT_SEED_USERS, SweepSpec
-from bench.specfile import (
+from poolbench.errors import UsageError
+from poolbench.locustfiles import defines_user
+from poolbench.spec import DEFAULT_SEED_USERS, SweepSpec
+from poolbench.specfile import (
     load_spec,
     parse_override,
     spec_from_dict,
@@ -190,7 +190,7 @@ def test_bad_override_syntax_is_a_usage_error() -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", "sweep", *args],
+        [sys.executable, "-m", "poolbench.cli", "sweep", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -403,6 +403,6 @@ def test_bad_locustfiles_name_the_field(tmp_path: Path, text: str, message: str)
 def test_a_locustfile_on_poolbench_users_may_use_the_open_model(tmp_path: Path) -> None:
     source = PLAIN_LOCUSTFILE.replace("from locust import HttpUser", "from locust import task")
     source = source.replace("class Shopper(HttpUser)", "class Shopper(PoolbenchUser)")
-    (tmp_path / "open.py").write_text("from scenarios.common import PoolbenchUser\n" + source)
+    (tmp_path / "open.py").write_text("from poolbench.load.common import PoolbenchUser\n" + source)
     spec = load_spec(write(tmp_path, 'locustfile = "open.py"\nopen_model_rps = 2\n'))
     assert spec.kind == "slo"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bench.errors import UsageError
-from bench.objectives import EndpointSlo, Slo
-from bench.specfile import load_spec, spec_from_manifest
+from poolbench.errors import UsageError
+from poolbench.objectives import EndpointSlo, Slo
+from poolbench.specfile import load_spec, spec_from_manifest
 
 SPEC = """
 scenario = "mix"

@@ -11,12 +11,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException
+from poolbench.sample_app.config import Settings
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import String, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from sample_app.config import Settings
 
 settings = Settings()
 engine = create_async_engine(

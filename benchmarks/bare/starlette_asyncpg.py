@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from poolbench.sample_app.config import Settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from sample_app.config import Settings
 
 settings = Settings()
 USER_BY_ID = "select id, name, email from users where id = $1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
-from sample_app.routes import cpu, fanout, health, orders, queries, raw, users
+from ..routes import cpu, fanout, health, orders, queries, raw, users
 
 ROUTERS: tuple[APIRouter, ...] = (
     users.router,
@@ -18,7 +18,7 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 # Probes, not load: the in-flight middleware does not count these paths (nor the telemetry
-# endpoints, which bench.instrumentation adds and leaves uncounted itself).
+# endpoints, which poolbench.instrumentation adds and leaves uncounted itself).
 UNCOUNTED_PATHS: frozenset[str] = frozenset(
     route.path for route in health.router.routes if isinstance(route, APIRoute)
 )

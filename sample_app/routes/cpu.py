@@ -9,8 +9,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from sample_app.deps import SettingsDep
-from sample_app.schemas import CpuOut
+from ..deps import SettingsDep
+from ..schemas import CpuOut
 
 router = APIRouter(tags=["cpu"])
 

@@ -16,16 +16,16 @@ import httpx
 from fastapi import APIRouter, Query
 from sqlalchemy import text
 
-from sample_app.deps import (
+from ..deps import (
     HttpClientDep,
     HttpSemaphoreDep,
     HttpTelemetryDep,
     ResourcesDep,
     SettingsDep,
 )
-from sample_app.problems import DownstreamError, DownstreamTimeoutError
-from sample_app.schemas import FanoutOut
-from sample_app.telemetry import HttpTelemetry
+from ..problems import DownstreamError, DownstreamTimeoutError
+from ..schemas import FanoutOut
+from ..telemetry import HttpTelemetry
 
 router = APIRouter(tags=["fanout"])
 

@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
-from bench.instrumentation import PoolTelemetry
-from sample_app.deps import ResourcesDep, TelemetryDep
-from sample_app.schemas import HealthOut, PoolStatus
+from poolbench.instrumentation import PoolTelemetry
+
+from ..deps import ResourcesDep, TelemetryDep
+from ..schemas import HealthOut, PoolStatus
 
 router = APIRouter(tags=["health"])
 

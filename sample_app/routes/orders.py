@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from sample_app.deps import SessionDep
-from sample_app.models import Item, Order, User
-from sample_app.problems import NotFoundError
-from sample_app.repository import Repository
-from sample_app.schemas import OrderIn, OrderOut
+from ..deps import SessionDep
+from ..models import Item, Order, User
+from ..problems import NotFoundError
+from ..repository import Repository
+from ..schemas import OrderIn, OrderOut
 
 router = APIRouter(tags=["orders"])
 

@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from sample_app.db import max_user_id
-from sample_app.deps import ResourcesDep, SessionDep
-from sample_app.models import User
-from sample_app.repository import Repository
-from sample_app.schemas import UserOut
+from ..db import max_user_id
+from ..deps import ResourcesDep, SessionDep
+from ..models import User
+from ..repository import Repository
+from ..schemas import UserOut
 
 router = APIRouter(tags=["queries"])
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from sample_app.deps import PgPoolDep
-from sample_app.problems import NotFoundError
-from sample_app.schemas import MAX_ID, UserOut
+from ..deps import PgPoolDep
+from ..problems import NotFoundError
+from ..schemas import MAX_ID, UserOut
 
 router = APIRouter(tags=["raw"])
 

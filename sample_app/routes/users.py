@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from sqlalchemy.orm import selectinload
 
-from sample_app.deps import SessionDep
-from sample_app.models import Order, User
-from sample_app.problems import NotFoundError
-from sample_app.repository import Repository
-from sample_app.schemas import MAX_ID, UserOut, UserWithOrdersOut
+from ..deps import SessionDep
+from ..models import Order, User
+from ..problems import NotFoundError
+from ..repository import Repository
+from ..schemas import MAX_ID, UserOut, UserWithOrdersOut
 
 router = APIRouter(tags=["users"])
 

@@ -1,1 +1,1 @@
-"""Tests of bench.analysis."""
+"""Tests of poolbench.analysis."""

@@ -13,9 +13,9 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from bench import Fleet, Slo, aggregate, analyse, find_optimum, load_sweep, parse_threshold
-from bench.cli import app
-from bench.errors import UsageError
+from poolbench import Fleet, Slo, aggregate, analyse, find_optimum, load_sweep, parse_threshold
+from poolbench.cli import app
+from poolbench.errors import UsageError
 from tests.conftest import ROOT
 from tests.synthetic_sweep import SECRET, make_sweep, write_locust_stats
 
@@ -29,7 +29,7 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from bench.cli import main; main()", *args],
+        [sys.executable, "-c", "from poolbench.cli import main; main()", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -372,7 +372,7 @@ def test_plain_locust_csv(tmp_path: Path) -> None:
 
 
 def test_models_are_skipped_for_a_workload_that_holds_no_connection(tmp_path: Path) -> None:
-    from bench import analyse, load_sweep
+    from poolbench import analyse, load_sweep
 
     sweep_dir = make_sweep(tmp_path, history=False)
     runs_csv = sweep_dir / "runs.csv"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.analysis.compare import MATCH_COLUMNS, compare_tables
+from poolbench.analysis.compare import MATCH_COLUMNS, compare_tables
 from tests.conftest import ROOT
 from tests.synthetic_sweep import make_sweep
 
@@ -146,7 +146,7 @@ def test_configs_match_across_durations_and_only_when_in_both() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from bench.cli import main; main()", *args],
+        [sys.executable, "-c", "from poolbench.cli import main; main()", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from bench import load_sweep
-from bench.results import MANIFEST_FILE, RUNS_CSV_FILE
-from bench.specfile import spec_from_dict
-from bench.sweep.metadata import manifest
-from bench.sweep.sweepdir import SweepDir
+from poolbench import load_sweep
+from poolbench.results import MANIFEST_FILE, RUNS_CSV_FILE
+from poolbench.specfile import spec_from_dict
+from poolbench.sweep.metadata import manifest
+from poolbench.sweep.sweepdir import SweepDir
 from tests.synthetic_sweep import make_sweep
 
 SPEC = {"scenario": "single_query", "grid": {"pool_size": [2, 4, 8]}}

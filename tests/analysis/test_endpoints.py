@@ -10,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from bench import endpoint_figures, load_sweep
-from bench.results import ENDPOINTS_CSV_COLUMNS, ENDPOINTS_CSV_FILE, RUN_FILE, RUNS_DIR
-from bench.specfile import spec_from_dict
-from bench.sweep.metadata import manifest
-from bench.sweep.sweepdir import SweepDir
+from poolbench import endpoint_figures, load_sweep
+from poolbench.results import ENDPOINTS_CSV_COLUMNS, ENDPOINTS_CSV_FILE, RUN_FILE, RUNS_DIR
+from poolbench.specfile import spec_from_dict
+from poolbench.sweep.metadata import manifest
+from poolbench.sweep.sweepdir import SweepDir
 
 ORDERS = "POST /orders"
 USERS = "GET /users/[id]"

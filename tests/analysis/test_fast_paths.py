@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.analysis.aggregate import (
+from poolbench.analysis.aggregate import (
     CONFIG_COLUMNS,
     aggregate,
     group_mode,
@@ -17,8 +17,8 @@ from bench.analysis.aggregate import (
     t_quantiles,
     untrusted,
 )
-from bench.analysis.load import load_sweep
-from bench.analysis.optimum import config_verdicts, run_failure
+from poolbench.analysis.load import load_sweep
+from poolbench.analysis.optimum import config_verdicts, run_failure
 from tests.synthetic_sweep import make_slo_sweep
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.analysis.models import (
+from poolbench.analysis.models import (
     SizingInputs,
     allen_cunneen,
     busy_connections,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bench import analyse, load_sweep, render_analysis
-from bench.analysis.noise import Interval
-from bench.cli import app
+from poolbench import analyse, load_sweep, render_analysis
+from poolbench.analysis.noise import Interval
+from poolbench.cli import app
 from tests.synthetic_sweep import make_slo_sweep
 
 # Pool 2 misses the 100 ms SLO in one repetition of three, pool 3 meets it in all: pool 3 is the

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import Slo
-from bench.analysis.semaphore import semaphore_warnings, smallest_adequate_limit
+from poolbench import Slo
+from poolbench.analysis.semaphore import semaphore_warnings, smallest_adequate_limit
 from tests.synthetic_sweep import make_sweep
 
 SLO = Slo(p95_ms=250, max_error_rate=0.01)
@@ -123,7 +123,7 @@ def test_no_warning_from_blank_figures(blank: float | None) -> None:
 
 
 def test_analysis_warns_from_measurement_even_without_the_database(tmp_path: Path) -> None:
-    from bench import analyse, load_sweep
+    from poolbench import analyse, load_sweep
 
     sweep_dir = make_sweep(tmp_path, scenario="mixed", history=False)
     runs_csv = sweep_dir / "runs.csv"

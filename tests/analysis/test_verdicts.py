@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench import analyse, load_sweep, summary
-from bench.cli import app
+from poolbench import analyse, load_sweep, summary
+from poolbench.cli import app
 from tests.synthetic_sweep import make_slo_sweep, make_sweep
 
 # An SLO sweep at 90 rps offered, SLO p95 130 ms, three repetitions per pool size. Pool 6 met

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 from fastapi import FastAPI
+from poolbench.sample_app.main import create_app
 
-from bench.sweep.pg import Database, free_port
-from sample_app.main import create_app
+from poolbench.sweep.pg import Database, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APP_DB = "poolbench_app_tests"
@@ -66,7 +66,7 @@ class Downstream:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sample_app.downstream"]
+            [sys.executable, "-m", "poolbench.sample_app.downstream"]
             + ["--port", str(self.port), "--latency-ms", str(latency_ms)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -142,7 +142,7 @@ def create_app_with_failing_route() -> FastAPI:
 
 @asynccontextmanager
 async def app_process(
-    env: Mapping[str, str], *, target: str = "sample_app.main:app", factory: bool = False
+    env: Mapping[str, str], *, target: str = "poolbench.sample_app.main:app", factory: bool = False
 ) -> AsyncIterator[str]:
     """Run the app in a real uvicorn process with these env vars; yield its base URL."""
     port = free_port()

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from poolbench.sample_app.config import Settings
+from poolbench.sample_app.main import create_app
+from poolbench.sample_app.seed import seed
 
-from bench.sweep.pg import Database
-from sample_app.config import Settings
-from sample_app.main import create_app
-from sample_app.seed import seed
+from poolbench.sweep.pg import Database
 from tests.app.app_helpers import (
     APP_DB,
     SEED_ITEMS_PER_ORDER,

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from poolbench.sample_app.config import Settings
+from poolbench.sample_app.db import build_engine
+from poolbench.sample_app.main import create_app
+from poolbench.sample_app.middleware import AccessLogMiddleware
+from poolbench.sample_app.routes import ROUTERS
 
-from bench.instrumentation import instrument
-from sample_app.config import Settings
-from sample_app.db import build_engine
-from sample_app.main import create_app
-from sample_app.middleware import AccessLogMiddleware
-from sample_app.routes import ROUTERS
+from poolbench.instrumentation import instrument
 
 
 def _calls(dependant: Dependant) -> Iterator[object]:

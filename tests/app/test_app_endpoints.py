@@ -8,10 +8,10 @@ import time
 
 import pytest
 from fastapi import FastAPI
+from poolbench.sample_app.deps import SessionDep
+from poolbench.sample_app.models import Order
 from sqlalchemy import insert
 
-from sample_app.deps import SessionDep
-from sample_app.models import Order
 from tests.app.app_helpers import (
     SEED_ITEMS_PER_ORDER,
     SEED_ORDERS_PER_USER,
@@ -208,7 +208,7 @@ async def test_health_ok_with_pool_status(run_app: AppRunner) -> None:
 
 
 async def test_health_503_names_the_failed_check(run_app: AppRunner) -> None:
-    from bench.sweep.pg import free_port
+    from poolbench.sweep.pg import free_port
 
     async with run_app(downstream_url=f"http://127.0.0.1:{free_port()}") as (_, client):
         response = await client.get("/health")

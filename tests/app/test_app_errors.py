@@ -9,9 +9,9 @@ import asyncpg
 import httpx
 import pytest
 import sqlalchemy.exc
+from poolbench.sample_app.db import is_connection_error
 
-from bench.sweep.pg import PostgresServer, find_bindir
-from sample_app.db import is_connection_error
+from poolbench.sweep.pg import PostgresServer, find_bindir
 from tests.app.app_helpers import (
     FAILING_PATH,
     AppDatabase,

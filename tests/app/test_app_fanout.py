@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.instrumentation import RequestActivity, current_request
-from bench.sweep.pg import free_port
+from poolbench.instrumentation import RequestActivity, current_request
+from poolbench.sweep.pg import free_port
 from tests.app.app_helpers import (
     AppRunner,
     Downstream,

@@ -17,12 +17,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
+from poolbench.sample_app.config import Settings
+from poolbench.sample_app.main import create_app
+from poolbench.sample_app.seed import seed
 from schemathesis import Case, HookContext
 
-from bench.sweep.pg import Database
-from sample_app.config import Settings
-from sample_app.main import create_app
-from sample_app.seed import seed
+from poolbench.sweep.pg import Database
 from tests.app.app_helpers import (
     SEED_ITEMS_PER_ORDER,
     SEED_ORDERS_PER_USER,

@@ -20,12 +20,12 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from poolbench.sample_app.db import fold_sim_latency
+from poolbench.sample_app.models import Order
 from sqlalchemy import func, insert, select, update
 
-from bench.instrumentation import RequestTelemetry
-from bench.sweep.pg import free_port
-from sample_app.db import fold_sim_latency
-from sample_app.models import Order
+from poolbench.instrumentation import RequestTelemetry
+from poolbench.sweep.pg import free_port
 from tests.app.app_helpers import (
     ROOT,
     AppDatabase,
@@ -362,7 +362,7 @@ async def test_littles_law_under_concurrent_load_on_uvicorn(
         "LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "sample_app.main:app"]
+        [sys.executable, "-m", "uvicorn", "poolbench.sample_app.main:app"]
         + ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
         cwd=ROOT,
         env=env,

@@ -10,10 +10,10 @@ import sys
 import time
 
 import httpx
+from poolbench.sample_app.db import create_schema
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.sweep.pg import Database, free_port
-from sample_app.db import create_schema
+from poolbench.sweep.pg import Database, free_port
 from tests.app.app_helpers import (
     ROOT,
     Downstream,
@@ -44,7 +44,7 @@ async def test_uvicorn_serves_and_closes_connections_on_sigterm(
         "CREATE_SCHEMA": "true",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "sample_app.main:app", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "poolbench.sample_app.main:app", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -73,7 +73,7 @@ async def test_uvicorn_serves_and_closes_connections_on_sigterm(
 async def test_seed_cli_is_deterministic_and_repeatable(pg: Database) -> None:
     dsn = await create_database(pg, "poolbench_app_seed")
     url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
-    argv = [sys.executable, "-m", "sample_app.seed", "--database-url", url]
+    argv = [sys.executable, "-m", "poolbench.sample_app.seed", "--database-url", url]
     argv += ["--users", "1200", "--orders-per-user", "2", "--items-per-order", "3"]
     argv += ["--chunk-rows", "1000"]
     for extra in ([], [], ["--reset"]):
@@ -115,7 +115,7 @@ async def test_concurrent_start_ups_create_the_schema_once(pg: Database) -> None
 def test_importing_the_app_connects_to_nothing() -> None:
     # An address nobody listens on: an import-time connection attempt would fail or hang.
     env = {**os.environ, "DATABASE_URL": f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/x"}
-    code = "import sample_app.main as m; print(type(m.app).__name__)"
+    code = "import poolbench.sample_app.main as m; print(type(m.app).__name__)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
     )

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from poolbench.sample_app.config import Settings
+from poolbench.sample_app.main import settings_error_message
 from pydantic import ValidationError
 
-from sample_app.config import Settings
-from sample_app.main import settings_error_message
 from tests.app.app_helpers import ROOT, AppRunner
 
 
@@ -52,7 +52,7 @@ def test_environment_is_read_and_validated(monkeypatch: pytest.MonkeyPatch) -> N
 def test_server_with_bad_env_exits_with_a_readable_message() -> None:
     env = {**os.environ, "DB_POOL_SIZE": "0", "HTTP_TIMEOUT_S": "soon"}
     result = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "sample_app.main:app", "--port", "1"],
+        [sys.executable, "-m", "uvicorn", "poolbench.sample_app.main:app", "--port", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,

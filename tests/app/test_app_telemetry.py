@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bench import hdr
-from bench.instrumentation import PoolTelemetry, Telemetry, WindowHistogram, percentile
+from poolbench import hdr
+from poolbench.instrumentation import PoolTelemetry, Telemetry, WindowHistogram, percentile
 from tests.app.app_helpers import (
     AppRunner,
     concurrently,

@@ -27,13 +27,13 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from poolbench.sample_app.seed import seed
 
-from bench import hdr
-from bench.spec import SLO, Grid, Point, SweepSpec, Timing, Workload
-from bench.sweep import commands
-from bench.sweep.arrivals import RequestLog, read_requests
-from bench.sweep.pg import Database, free_port
-from sample_app.seed import seed
+from poolbench import hdr
+from poolbench.spec import SLO, Grid, Point, SweepSpec, Timing, Workload
+from poolbench.sweep import commands
+from poolbench.sweep.arrivals import RequestLog, read_requests
+from poolbench.sweep.pg import Database, free_port
 from tests.app.app_helpers import (
     AppDatabase,
     Downstream,

@@ -1,1 +1,1 @@
-"""Tests of bench.report."""
+"""Tests of poolbench.report."""

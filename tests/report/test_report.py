@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from bench import analyse, load_sweep, render_analysis
-from bench.report.html import default_report_path
-from bench.report.timeseries import exact_history, latency_gaps, read_history, window_span
+from poolbench import analyse, load_sweep, render_analysis
+from poolbench.report.html import default_report_path
+from poolbench.report.timeseries import exact_history, latency_gaps, read_history, window_span
 from tests.synthetic_sweep import SECRET, WINDOW_END_S, WINDOW_START_S, make_sweep
 
 XSS = "<script>alert(1)</script>"

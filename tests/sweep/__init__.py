@@ -1,1 +1,1 @@
-"""Tests of bench.sweep."""
+"""Tests of poolbench.sweep."""

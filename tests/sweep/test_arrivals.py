@@ -14,20 +14,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench import hdr
-from bench.results import LATENCY_FILE, REQUESTS_FORMAT, TIMESERIES_FILE
-from bench.sweep.arrivals import figures_in_window, parse_requests, read_requests, write_merged
-from bench.sweep.figures import client_figures, endpoint_figures, write_timeseries
+from poolbench import hdr
+from poolbench.results import LATENCY_FILE, REQUESTS_FORMAT, TIMESERIES_FILE
+from poolbench.sweep.arrivals import figures_in_window, parse_requests, read_requests, write_merged
+from poolbench.sweep.figures import client_figures, endpoint_figures, write_timeseries
 
 USERS, ORDERS = "GET /users/[id]", "POST /orders"
 
 
 @pytest.fixture(scope="module")
 def common() -> ModuleType:
-    """scenarios.common, imported without gevent's monkey patching of this whole process."""
+    """poolbench.load.common, imported without gevent's monkey patching of this whole process."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOCUST_SKIP_MONKEY_PATCH", "1")
-        return importlib.import_module("scenarios.common")
+        return importlib.import_module("poolbench.load.common")
 
 
 def process_file(common: ModuleType, recorder: Any, seconds: Any = None) -> dict[str, Any]:

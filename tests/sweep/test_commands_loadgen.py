@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli.sweep import parse_workers
-from bench.errors import UsageError
-from bench.spec import Point, SweepSpec
-from bench.specfile import load_spec
-from bench.sweep.commands import local_processes_args
-from bench.sweep.loadgen import (
+from poolbench.cli.sweep import parse_workers
+from poolbench.errors import UsageError
+from poolbench.spec import Point, SweepSpec
+from poolbench.specfile import load_spec
+from poolbench.sweep.commands import local_processes_args
+from poolbench.sweep.loadgen import (
     DEFAULT_LOCUST_CPU_TARGET_PCT,
     LOCUST_RPS_PER_CPU_S,
     choose_workers,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import endpoint_figures, load_sweep
-from bench.results import ENDPOINTS_CSV_COLUMNS, ENDPOINTS_CSV_FILE, RUN_FILE, RUNS_DIR
+from poolbench import endpoint_figures, load_sweep
+from poolbench.results import ENDPOINTS_CSV_COLUMNS, ENDPOINTS_CSV_FILE, RUN_FILE, RUNS_DIR
 from tests.sweep.test_sweep import QUICK, only_dir, read_rows, run_sweep
 
 USERS, ORDERS = "GET /users/[id]", "POST /orders"

@@ -123,7 +123,7 @@ def test_an_app_that_dies_mid_run_fails_the_run(tmp_path: Path) -> None:
     sweep = start(tmp_path, *WINDOWED)
     try:
         wait_until(lambda: in_window(tmp_path), 90, "the measured window")
-        child(sweep, "bench.sweep.appserver").kill()
+        child(sweep, "poolbench.sweep.appserver").kill()
     finally:
         code, stderr = finish(sweep)
     assert code == 1, stderr
@@ -150,7 +150,7 @@ def test_a_killed_sweep_is_reported_as_cut_off(tmp_path: Path) -> None:
     assert json.loads((sweep_dir / "manifest.json").read_text())["status"] == "running"
 
     analysed = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "analyze", str(sweep_dir)],
+        [sys.executable, "-m", "poolbench.cli", "analyze", str(sweep_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import analyse, load_sweep
+from poolbench import analyse, load_sweep
 from tests.sweep.test_sweep import QUICK, only_dir, read_rows, run_sweep
 
 # One connection holding each request ~26 ms (20 ms simulated, pre-ping, overhead): ~38 rps.

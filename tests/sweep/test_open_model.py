@@ -21,7 +21,7 @@ from urllib.request import urlopen
 
 import pytest
 
-from bench.sweep.arrivals import window_figures
+from poolbench.sweep.arrivals import window_figures
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ asyncio.run(main())
 LOCUSTFILE = """
 from locust import task
 
-from scenarios.common import PoolbenchUser
+from poolbench.load.common import PoolbenchUser
 
 
 class WorkUser(PoolbenchUser):

@@ -24,9 +24,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.errors import UsageError
-from bench.secrets import dsn_password, redact_dsn
-from bench.sweep.pg import Database, PostgresServer, check_database, database, free_port, parse_dsn
+from poolbench.errors import UsageError
+from poolbench.secrets import dsn_password, redact_dsn
+from poolbench.sweep.pg import (
+    Database,
+    PostgresServer,
+    check_database,
+    database,
+    free_port,
+    parse_dsn,
+)
 from tests.conftest import ROOT
 
 
@@ -107,7 +114,7 @@ def test_server_stops_when_its_owner_is_signalled(sig: signal.Signals) -> None:
     script = textwrap.dedent(
         """
         import time
-        from bench.sweep.pg import PostgresServer
+        from poolbench.sweep.pg import PostgresServer
         with PostgresServer() as db:
             print(db.pid, flush=True)
             time.sleep(60)
@@ -143,7 +150,7 @@ def test_missing_binaries_is_one_clear_error(tmp_path: os.PathLike[str]) -> None
     env = {**os.environ, "PATH": str(tmp_path), "POOLBENCH_PG_BINDIR": str(tmp_path)}
     env.pop("BENCH_DATABASE_URL", None)
     out = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "db", "up"],
+        [sys.executable, "-m", "poolbench.cli", "db", "up"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -299,7 +306,7 @@ def test_check_database_times_out_on_a_silent_server() -> None:
 OWNER_SCRIPT = textwrap.dedent(
     """
     import time
-    from bench.sweep.pg import PostgresServer
+    from poolbench.sweep.pg import PostgresServer
     server = PostgresServer()
     with server as db:
         print(server._tmp, db.pid, db.dsn, flush=True)

@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.errors import UsageError
-from bench.specfile import load_spec
-from bench.sweep import pgbouncer
-from bench.sweep.pg import Database, PostgresServer
-from bench.sweep.pgbouncer import PgBouncerSampler, PgBouncerServer, require_pgbouncer
-from bench.sweep.pgwire import SimpleQueryClient, WireError
-from bench.sweep.runner import run_sweep
+from poolbench.errors import UsageError
+from poolbench.specfile import load_spec
+from poolbench.sweep import pgbouncer
+from poolbench.sweep.pg import Database, PostgresServer
+from poolbench.sweep.pgbouncer import PgBouncerSampler, PgBouncerServer, require_pgbouncer
+from poolbench.sweep.pgwire import SimpleQueryClient, WireError
+from poolbench.sweep.runner import run_sweep
 from tests.sweep.test_sweep import only_dir, read_rows
 from tests.sweep.test_sweep import run_sweep as sweep
 

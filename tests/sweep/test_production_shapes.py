@@ -12,11 +12,11 @@ from typing import Any
 import psutil
 import pytest
 
-from bench import hdr
-from bench.objectives import Demand, Fleet
-from bench.spec import Point
-from bench.sweep.appworkers import combine
-from bench.sweep.figures import label_bottleneck
+from poolbench import hdr
+from poolbench.objectives import Demand, Fleet
+from poolbench.spec import Point
+from poolbench.sweep.appworkers import combine
+from poolbench.sweep.figures import label_bottleneck
 from tests.sweep.test_sweep import only_dir, read_rows
 from tests.sweep.test_sweep import run_sweep as sweep
 
@@ -167,7 +167,7 @@ def test_bottleneck_judges_the_busiest_worker_and_every_workers_pool() -> None:
 def appservers() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        if "bench.sweep.appserver" in " ".join(proc.info["cmdline"] or []):
+        if "poolbench.sweep.appserver" in " ".join(proc.info["cmdline"] or []):
             found.append(proc)
     return found
 
@@ -205,7 +205,7 @@ def test_two_workers_open_twice_the_connections_of_one(tmp_path: Path) -> None:
     figures = record["figures"]
     assert 0 < figures["app_busiest_cpu_pct"] <= figures["app_cpu_pct"]
     analysis = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "analyze", str(sweep_dir)],
+        [sys.executable, "-m", "poolbench.cli", "analyze", str(sweep_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,

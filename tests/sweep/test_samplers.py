@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.sweep.samplers import ProcessTree
+from poolbench.sweep.samplers import ProcessTree
 
 BURN = "import time\nend = time.monotonic() + 5\nwhile time.monotonic() < end: pass"
 

@@ -20,10 +20,10 @@ SCENARIOS = sorted(
 
 @pytest.fixture(scope="module")
 def shapes() -> ModuleType:
-    """scenarios.shapes, imported without gevent's monkey patching of this whole process."""
+    """poolbench.load.shapes, imported without gevent's monkey patching of this whole process."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOCUST_SKIP_MONKEY_PATCH", "1")
-        return importlib.import_module("scenarios.shapes")
+        return importlib.import_module("poolbench.load.shapes")
 
 
 def ticks(shape: object, times: list[float]) -> list[tuple[int, float] | None]:

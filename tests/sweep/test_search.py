@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from bench.errors import UsageError
-from bench.spec import ADAPTIVE, Point, SweepSpec
-from bench.specfile import load_spec
-from bench.sweep.search import FAIL, PASS, UNTRUSTED, AdaptiveSearch, run_verdict
+from poolbench.errors import UsageError
+from poolbench.spec import ADAPTIVE, Point, SweepSpec
+from poolbench.specfile import load_spec
+from poolbench.sweep.search import FAIL, PASS, UNTRUSTED, AdaptiveSearch, run_verdict
 from tests.conftest import ROOT
 
 QUICK = ROOT / "bench" / "specs" / "quick.toml"

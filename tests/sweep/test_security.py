@@ -15,11 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.results import LOCUST_CSV_PREFIX
-from bench.secrets import dsn_password, password_spellings
-from bench.specfile import load_spec
-from bench.sweep import commands
-from bench.sweep.pg import PostgresServer
+from poolbench.results import LOCUST_CSV_PREFIX
+from poolbench.secrets import dsn_password, password_spellings
+from poolbench.specfile import load_spec
+from poolbench.sweep import commands
+from poolbench.sweep.pg import PostgresServer
 from tests.sweep.test_sweep import TINY_ONE, only_dir, read_rows, sweep_argv
 
 ROOT = Path(__file__).resolve().parents[2]

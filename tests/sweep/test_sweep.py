@@ -16,15 +16,15 @@ import psutil
 import pytest
 from sqlalchemy.engine import make_url
 
-from bench.results import RUNS_CSV_COLUMNS
-from bench.secrets import redact_files
-from bench.specfile import load_spec
-from bench.sweep.figures import label_bottleneck
-from bench.sweep.pg import Database
+from poolbench.results import RUNS_CSV_COLUMNS
+from poolbench.secrets import redact_files
+from poolbench.specfile import load_spec
+from poolbench.sweep.figures import label_bottleneck
+from poolbench.sweep.pg import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = "bench/specs/quick.toml"
-APP = "bench.sweep.appserver"  # the sample app's workers
+APP = "poolbench.sweep.appserver"  # the sample app's workers
 # docs/DESIGN.md, "runs.csv columns": the analysis reads exactly these.
 DESIGN_COLUMNS = (
     "run_id, scenario, repetition, pool_size, max_overflow, http_concurrency_limit, users, "
@@ -72,7 +72,7 @@ RUN_FILES = {
 
 
 def sweep_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", "sweep", *args]
+    return [sys.executable, "-m", "poolbench.cli", "sweep", *args]
 
 
 def run_sweep(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:

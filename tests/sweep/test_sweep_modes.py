@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.sweep.pg import database, free_port
+from poolbench.sweep.pg import database, free_port
 from tests.sweep.test_sweep import (
     assert_all_gone,
     descendants,
@@ -130,7 +130,8 @@ if [ -f PIDFILE ]; then
   kill $pid 2>/dev/null
   while [ -e /proc/$pid ] && ! grep -q zombie /proc/$pid/status; do sleep 0.05; done
 fi
-DB_POOL_SIZE={pool_size} DB_MAX_OVERFLOW={max_overflow} PYTHON -m uvicorn sample_app.main:app \
+DB_POOL_SIZE={pool_size} DB_MAX_OVERFLOW={max_overflow} PYTHON -m uvicorn \
+  poolbench.sample_app.main:app \
   --host 127.0.0.1 --port PORT --log-level warning >> LOGFILE 2>&1 &
 echo $! > PIDFILE
 """
@@ -160,7 +161,7 @@ def test_external_target_is_restarted_with_each_points_settings(tmp_path: Path) 
     out = tmp_path / "results"
     with database() as db:
         seed = subprocess.run(
-            [sys.executable, "-m", "sample_app.seed", "--users", "200"],
+            [sys.executable, "-m", "poolbench.sample_app.seed", "--users", "200"],
             cwd=ROOT,
             env=os.environ | {"DATABASE_URL": db.sqlalchemy_url, "LOG_LEVEL": "WARNING"},
             capture_output=True,
@@ -207,7 +208,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench import instrument
+from poolbench import instrument
 
 engine = create_async_engine(
     os.environ["DATABASE_URL"], pool_size=int(os.environ["DB_POOL_SIZE"]), max_overflow=0
@@ -229,7 +230,9 @@ def test_a_target_with_only_prometheus_metrics_still_gives_pool_figures(tmp_path
     port, pidfile = free_port(), tmp_path / "target.pid"
     (tmp_path / "metrics_only.py").write_text(METRICS_ONLY_APP)
     restart_cmd = (
-        RESTART_CMD.replace("sample_app.main:app", f"--app-dir {tmp_path} metrics_only:app")
+        RESTART_CMD.replace(
+            "poolbench.sample_app.main:app", f"--app-dir {tmp_path} metrics_only:app"
+        )
         .replace("PIDFILE", str(pidfile))
         .replace("PYTHON", sys.executable)
         .replace("PORT", str(port))
@@ -257,7 +260,7 @@ def test_a_target_with_only_prometheus_metrics_still_gives_pool_figures(tmp_path
     assert 15 < float(row["hold_time_mean_ms"]) < 200
     assert float(row["acquire_wait_mean_ms"]) >= 0
     analysed = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "analyze", str(sweep_dir)],
+        [sys.executable, "-m", "poolbench.cli", "analyze", str(sweep_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -286,7 +289,7 @@ def test_an_adaptive_search_runs_part_of_the_grid_and_finds_its_optimum(tmp_path
     assert 2 <= len(rows) < 12
     analysis = tmp_path / "analysis.json"
     analysed = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "analyze", str(sweep_dir), "--json", str(analysis)],
+        [sys.executable, "-m", "poolbench.cli", "analyze", str(sweep_dir), "--json", str(analysis)],
         cwd=ROOT,
         capture_output=True,
         text=True,

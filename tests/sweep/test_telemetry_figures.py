@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench.results import TELEMETRY_COLUMNS
-from bench.sweep.figures import telemetry_figures
+from poolbench.results import TELEMETRY_COLUMNS
+from poolbench.sweep.figures import telemetry_figures
 
 
 def test_semaphore_figures_come_from_the_http_section() -> None:

@@ -1,0 +1,5 @@
+"""`python -m poolbench.cli`."""
+
+from poolbench.cli import main
+
+main()

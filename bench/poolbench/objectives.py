@@ -1,0 +1,259 @@
+"""What a config must meet and fit: the SLO (whole sweep and per endpoint) and the fleet budget.
+
+`Demand` is what one config asks of Postgres (configured pools, app workers, the measured peak,
+or PgBouncer's server pool); `Fleet` says whether the whole fleet's demand fits max_connections.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from poolbench.errors import UsageError
+
+DEFAULT_SLO_P95_MS = 250.0
+DEFAULT_SLO_MAX_ERROR_RATE = 0.01
+DEFAULT_INSTANCES = 1
+DEFAULT_WORKERS_PER_INSTANCE = 1
+DEFAULT_FLEET_MAX_CONNECTIONS = 100
+DEFAULT_RESERVED_CONNECTIONS = 3
+DEFAULT_PGBOUNCER_INSTANCES = 1
+DEFAULT_APP_WORKERS = 1
+# How the app reaches Postgres: its own pools straight to the server, or through a PgBouncer in
+# transaction mode whose server pool (default_pool_size) is what Postgres sees.
+DIRECT, PGBOUNCER = "direct", "pgbouncer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointSlo:
+    """One endpoint's objective, `[slo.endpoints."POST /orders"]` (None: that part is not set)."""
+
+    p95_ms: float | None = None
+    max_error_rate: float | None = None
+
+    def failure(self, figures: Mapping[str, Any]) -> str | None:
+        """Why one run's figures of the endpoint (an endpoints.csv row) miss it, or None.
+
+        An endpoint that completed no request in the window fails, as an empty window does.
+        """
+        if not _number(figures.get("requests")) > 0:
+            return "no request completed"
+        return Slo(p95_ms=self.p95_ms, max_error_rate=self.max_error_rate).failure(figures)
+
+    def describe(self) -> str:
+        """Human summary, e.g. `p95 <= 300 ms`."""
+        return Slo(p95_ms=self.p95_ms, max_error_rate=self.max_error_rate).describe()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slo:
+    """The service level a recommended configuration must meet (None: that part is not set).
+
+    `p95_ms` and `max_error_rate` hold for all requests together; `endpoints` adds objectives
+    for single endpoints (Locust's request_type and name, e.g. `POST /orders`), because a mix
+    can pass on the aggregate while one of its endpoints misses.
+    """
+
+    p95_ms: float | None = DEFAULT_SLO_P95_MS
+    max_error_rate: float | None = DEFAULT_SLO_MAX_ERROR_RATE
+    endpoints: Mapping[str, EndpointSlo] = field(default_factory=dict)
+
+    @classmethod
+    def unset(cls) -> Slo:
+        """No objective at all (plain Locust output has no spec)."""
+        return cls(p95_ms=None, max_error_rate=None)
+
+    @property
+    def is_set(self) -> bool:
+        """True when there is anything to check."""
+        return self.p95_ms is not None or self.max_error_rate is not None or bool(self.endpoints)
+
+    def failure(self, row: Mapping[Any, Any]) -> str | None:
+        """Why a run or config (a runs.csv or aggregated row) misses the objective, or None.
+
+        A window in which no request completed, or whose p95 or error rate is unknown, fails:
+        nothing measured is not a pass.
+        """
+        if _number(row.get("requests")) == 0 or _number(row.get("empty_windows")) > 0:
+            return "no request completed in the measured window"
+        p95 = _number(row.get("p95_ms"))
+        errors = _number(row.get("error_rate"))
+        if math.isnan(p95):
+            return "p95 unknown"
+        if self.p95_ms is not None and not p95 <= self.p95_ms:
+            return f"p95 {p95:.1f} ms > {self.p95_ms:g} ms"
+        if self.max_error_rate is not None:
+            if math.isnan(errors):
+                return "error rate unknown"
+            if not errors <= self.max_error_rate:
+                return f"errors {errors:.2%} > {self.max_error_rate:.2%}"
+        return None
+
+    def passes(self, row: Mapping[Any, Any]) -> bool:
+        """True when the row meets the objective (see `failure`)."""
+        return self.failure(row) is None
+
+    def endpoint_failure(self, endpoints: Mapping[str, Mapping[str, Any]]) -> str | None:
+        """Why one run misses an endpoint's objective (the first, in the spec's order), or None.
+
+        `endpoints` is the run's figures by endpoint name
+        (`poolbench.analysis.load.endpoint_figures`: requests, error_rate, p95_ms, ...). An
+        endpoint with an objective but no completed request in the run fails: e.g.
+        `POST /orders: no request completed`.
+        """
+        for name, objective in self.endpoints.items():
+            reason = objective.failure(endpoints.get(name) or {})
+            if reason is not None:
+                return f"{name}: {reason}"
+        return None
+
+    def describe(self) -> str:
+        """Human summary, e.g. `p95 <= 250 ms, errors <= 1.00%; POST /orders: p95 <= 300 ms`."""
+        parts = []
+        if self.p95_ms is not None:
+            parts.append(f"p95 <= {self.p95_ms:g} ms")
+        if self.max_error_rate is not None:
+            parts.append(f"errors <= {self.max_error_rate:.2%}")
+        described = [", ".join(parts)] if parts else []
+        described += [f"{name}: {slo.describe()}" for name, slo in self.endpoints.items()]
+        return "; ".join(described) or "no SLO set"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Demand:
+    """What one config asks of the database's connection budget.
+
+    Direct, every app process opens its own pools: `pools` per process (both pools, as
+    configured), or more when Postgres saw more in the run (`measured_peak`, the run's
+    pg_peak_connections, over its `app_workers` processes). Through PgBouncer the server side is
+    PgBouncer's pool instead (`pgbouncer_pool_size` per database/user pair, or what Postgres saw),
+    however many app processes connect to it.
+    """
+
+    pools: float
+    app_workers: int = DEFAULT_APP_WORKERS
+    measured_peak: float | None = None
+    pgbouncer_pool_size: float | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> Demand:
+        """The demand of a runs.csv row or aggregated config (older sweeps: direct, 1 worker)."""
+        direct = _number(row.get("pg_max_size"))
+        overflow = _number(row.get("max_overflow"))
+        pools = _number(row.get("pool_size")) + _or_zero(overflow) + _or_zero(direct)
+        workers = _number(row.get("app_workers"))
+        peak = _number(row.get("pg_peak_connections"))
+        pgbouncer = _number(row.get("pgbouncer_pool_size"))
+        return cls(
+            pools=pools,
+            app_workers=int(workers) if workers >= 1 else DEFAULT_APP_WORKERS,
+            measured_peak=None if math.isnan(peak) else peak,
+            pgbouncer_pool_size=pgbouncer
+            if row.get("pooler") == PGBOUNCER and not math.isnan(pgbouncer)
+            else None,
+        )
+
+    @property
+    def per_process(self) -> float:
+        """Connections one app process counts for: its pools, or what the run measured."""
+        if self.measured_peak is None:
+            return self.pools
+        return max(self.pools, self.measured_peak / self.app_workers)
+
+    @property
+    def per_pgbouncer(self) -> float:
+        """Server connections one PgBouncer counts for: its pool, or what the run measured."""
+        assert self.pgbouncer_pool_size is not None
+        return max(self.pgbouncer_pool_size, self.measured_peak or 0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fleet:
+    """The production fleet sharing one database's connection budget.
+
+    Every worker process of every instance opens its own pools, so with the apps connecting
+    directly the budget is `instances x workers x (pool_size + max_overflow + pg_max_size) <=
+    max_connections - reserved`; behind PgBouncer it is `pgbouncer_instances x
+    default_pool_size` instead (see `Demand`).
+    """
+
+    instances: int = DEFAULT_INSTANCES
+    workers_per_instance: int = DEFAULT_WORKERS_PER_INSTANCE
+    max_connections: int = DEFAULT_FLEET_MAX_CONNECTIONS
+    reserved_connections: int = DEFAULT_RESERVED_CONNECTIONS
+    pgbouncer_instances: int = DEFAULT_PGBOUNCER_INSTANCES
+
+    def with_overrides(self, **overrides: int | None) -> Fleet:
+        """Return the fleet with the given (non-None) fields replaced and checked."""
+        fleet = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        if fleet.instances < 1 or fleet.workers_per_instance < 1 or fleet.pgbouncer_instances < 1:
+            raise UsageError("fleet: instances, workers and PgBouncer instances must be >= 1")
+        if fleet.budget < 1:
+            raise UsageError(
+                f"fleet: max_connections {fleet.max_connections} minus reserved "
+                f"{fleet.reserved_connections} leaves no connections"
+            )
+        return fleet
+
+    @property
+    def processes(self) -> int:
+        """Processes that each hold a pool."""
+        return self.instances * self.workers_per_instance
+
+    @property
+    def budget(self) -> int:
+        """Connections the application may open in total."""
+        return self.max_connections - self.reserved_connections
+
+    @property
+    def per_process(self) -> int:
+        """Largest pool_size + max_overflow one process may have."""
+        return self.budget // self.processes
+
+    def total(self, demand: float | Demand) -> float:
+        """Server connections the whole fleet opens (a number: connections per app process)."""
+        demand = demand if isinstance(demand, Demand) else Demand(pools=demand)
+        if demand.pgbouncer_pool_size is not None:
+            return self.pgbouncer_instances * demand.per_pgbouncer
+        return self.processes * demand.per_process
+
+    def fits(self, demand: float | Demand) -> bool:
+        """The fleet's server connections <= max_connections - reserved."""
+        return self.total(demand) <= self.budget
+
+    def describe(self, demand: float | Demand) -> str:
+        """The budget arithmetic for one config."""
+        demand = demand if isinstance(demand, Demand) else Demand(pools=demand)
+        verb = "<=" if self.fits(demand) else ">"
+        budget = (
+            f"{self.total(demand):g} {verb} {self.max_connections} - "
+            f"{self.reserved_connections} reserved = {self.budget}"
+        )
+        measured = ""
+        if demand.measured_peak is not None:
+            measured = f" (Postgres saw {demand.measured_peak:g} in the run)"
+        if demand.pgbouncer_pool_size is not None:
+            return (
+                f"{self.pgbouncer_instances} PgBouncer x {demand.per_pgbouncer:g} server "
+                f"connections{measured} = {budget}"
+            )
+        if demand.measured_peak is not None and demand.app_workers > 1:
+            measured = f" (Postgres saw {demand.measured_peak:g} from {demand.app_workers} workers)"
+        return (
+            f"{self.instances} instances x {self.workers_per_instance} workers x "
+            f"{demand.per_process:g} connections{measured} = {budget}"
+        )
+
+
+def _number(value: Any) -> float:
+    """A figure as a float; missing or unparseable is NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _or_zero(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
