@@ -1,7 +1,7 @@
 """Run-to-run noise against window length: `python benchmarks/noise.py [SPEC]`.
 
 For each window length (`--windows`, seconds) one grid sweep of SPEC (default
-bench/specs/quick.toml) at the sizes around its SLO boundary (`--pool-sizes`), `--repetitions`
+bench/poolbench/specs/quick.toml) at the sizes around its SLO boundary (`--pool-sizes`), `--repetitions`
 times each, on real Postgres, app and Locust. Prints, per window and pool size, the mean,
 standard deviation and coefficient of variation of the p95 and of the served rate across
 repetitions, and how many repetitions met the SLO (as the analysis judges a run). The rule that
@@ -75,7 +75,7 @@ def verdicts(rows: list[dict[str, str]], slo: Slo) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec", nargs="?", default="bench/specs/quick.toml")
+    parser.add_argument("spec", nargs="?", default="bench/poolbench/specs/quick.toml")
     parser.add_argument("--windows", default="4,6,12", help="Window lengths, seconds.")
     parser.add_argument("--pool-sizes", default="[4,5,6]", help="Sizes around the SLO boundary.")
     parser.add_argument("--repetitions", type=int, default=5)

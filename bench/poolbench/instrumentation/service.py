@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import asyncpg
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from poolbench.instrumentation.engine import instrument_engine
 from poolbench.instrumentation.middleware import InFlightMiddleware
-from poolbench.instrumentation.pgpool import (
-    ConnectionInit,
-    InstrumentedPool,
-    counting_init,
-)
 from poolbench.instrumentation.routes import METRICS_PATH, TELEMETRY_PATH, telemetry_endpoints
 from poolbench.instrumentation.telemetry import Telemetry
+
+if TYPE_CHECKING:  # asyncpg is imported only by a service that wraps an asyncpg pool
+    import asyncpg
+
+    from poolbench.instrumentation.pgpool import ConnectionInit, InstrumentedPool
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,16 @@ class Instrumentation:
         rewrite: Callable[[str], str] | None = None,
     ) -> InstrumentedPool:
         """Wrap an asyncpg pool: lease connections through the result's `acquire()`."""
+        from poolbench.instrumentation.pgpool import InstrumentedPool
+
         return InstrumentedPool(
             pool, self.telemetry.asyncpg, acquire_timeout_s=acquire_timeout_s, rewrite=rewrite
         )
 
     def asyncpg_init(self, init: ConnectionInit | None = None) -> ConnectionInit:
         """`init=` for asyncpg.create_pool (calling yours after) to count connections."""
+        from poolbench.instrumentation.pgpool import counting_init
+
         return counting_init(self.telemetry.asyncpg, init)
 
 

@@ -14,78 +14,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 
 from poolbench.instrumentation.context import current_pool_wait
+from poolbench.instrumentation.metrics import PoolMetrics, PoolSeries, TelemetryCollector
 from poolbench.instrumentation.window import (
-    LATENCY_BUCKETS_S,
     Totals,
     WindowHistogram,
 )
 
 SQLALCHEMY, ASYNCPG = "sqlalchemy", "asyncpg"
 POOLS = (SQLALCHEMY, ASYNCPG)
-
-
-class _PoolSeries:
-    """The Prometheus children of one pool (labels made once, not per event)."""
-
-    def __init__(self, metrics: _PoolMetrics, name: str) -> None:
-        self.wait = metrics.acquire_wait.labels(pool=name)
-        self.hold = metrics.hold.labels(pool=name)
-        self.hold_sq = metrics.hold_sq.labels(pool=name)
-        self.timeouts = metrics.timeouts.labels(pool=name)
-        self.opened = metrics.opened.labels(pool=name)
-        self.closed = metrics.closed.labels(pool=name)
-
-
-class _PoolMetrics:
-    """Prometheus series shared by the pools, labelled `pool`."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.acquire_wait = Histogram(
-            "poolbench_pool_acquire_wait_seconds",
-            "Time a request waited to get a connection from the pool.",
-            ["pool"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
-        self.hold = Histogram(
-            "poolbench_pool_hold_seconds",
-            "Time a connection was out of the pool (leaving it to checkin).",
-            ["pool"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
-        self.hold_sq = Counter(
-            "poolbench_pool_hold_seconds_squared",
-            "Sum of squared hold times (with the histogram's count and sum: their variance).",
-            ["pool"],
-            registry=registry,
-        )
-        self.timeouts = Counter(
-            "poolbench_pool_checkout_timeouts",
-            "Checkouts that gave up after the pool timeout.",
-            ["pool"],
-            registry=registry,
-        )
-        self.opened = Counter(
-            "poolbench_pool_connections_opened",
-            "Database connections opened by the pool.",
-            ["pool"],
-            registry=registry,
-        )
-        self.closed = Counter(
-            "poolbench_pool_connections_closed",
-            "Database connections closed by the pool.",
-            ["pool"],
-            registry=registry,
-        )
 
 
 class PoolOccupancy:
@@ -135,7 +77,7 @@ class PoolTelemetry:
     so an observer can tell "not instrumented" from "not used".
     """
 
-    def __init__(self, name: str, metrics: _PoolMetrics) -> None:
+    def __init__(self, name: str, metrics: PoolMetrics) -> None:
         self.name = name
         self.instrumented = False
         self.pool_size = 0
@@ -157,14 +99,14 @@ class PoolTelemetry:
         self.opened_total = 0
         self.closed_total = 0
         self._metrics = metrics
-        self._series: _PoolSeries | None = None
+        self._series: PoolSeries | None = None
 
     def attach(self, *, pool_size: int, max_overflow: int) -> None:
         """Start measuring a pool of this size (called by the engine and asyncpg hooks)."""
         self.pool_size = pool_size
         self.max_overflow = max_overflow
         if self._series is None:
-            self._series = _PoolSeries(self._metrics, self.name)
+            self._series = PoolSeries(self._metrics, self.name)
         self.instrumented = True
 
     @property
@@ -376,72 +318,6 @@ class TelemetrySection(Protocol):
         ...
 
 
-class _Collector(Collector):
-    """Instant values read at scrape time, so there is no second copy to keep in sync."""
-
-    def __init__(self, telemetry: Telemetry) -> None:
-        self._telemetry = telemetry
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        telemetry = self._telemetry
-        pools = [p for p in telemetry.pools.values() if p.instrumented]
-        gauges = {
-            "poolbench_pool_size": ("Base size of the pool.", lambda p: p.pool_size),
-            "poolbench_pool_max_overflow": ("Allowed overflow.", lambda p: p.max_overflow),
-            "poolbench_pool_checked_out": ("Connections in use now.", lambda p: p.checked_out),
-            "poolbench_pool_overflow_in_use": (
-                "Connections in use beyond pool_size.",
-                lambda p: p.overflow_in_use,
-            ),
-            "poolbench_pool_peak_checked_out": (
-                "Most connections in use at once in this window.",
-                lambda p: p.peak_checked_out,
-            ),
-        }
-        for name, (doc, value) in gauges.items():
-            family = GaugeMetricFamily(name, doc, labels=["pool"])
-            for pool in pools:
-                family.add_metric([pool.name], value(pool))
-            yield family
-        requests = telemetry.requests
-        now = time.perf_counter()
-        window_s = now - telemetry.window_started
-        for name, doc, number in (
-            (
-                "poolbench_telemetry_uptime_seconds",
-                "Seconds since the telemetry started (a monotonic clock for rates).",
-                now - telemetry.started,
-            ),
-            ("poolbench_requests_in_flight", "HTTP requests in the app now.", requests.in_flight),
-            (
-                "poolbench_requests_peak_in_flight",
-                "Most HTTP requests in the app at once in this window.",
-                requests.peak_in_flight,
-            ),
-            (
-                "poolbench_requests_mean_in_flight",
-                "Mean HTTP requests in the app over this window (exact time average).",
-                requests.inflight_mean(now, window_s),
-            ),
-        ):
-            yield GaugeMetricFamily(name, doc, value=number)
-        # Counters for scrapers: rate(in_flight_seconds) is the mean in flight over any range.
-        for name, doc, number in (
-            (
-                "poolbench_requests_in_flight_seconds",
-                "Integral of HTTP requests in flight over time (request-seconds).",
-                requests.area(now),
-            ),
-            ("poolbench_requests_completed", "HTTP requests completed.", requests.completed_total),
-            (
-                "poolbench_request_statements",
-                "SQL statements sent by completed HTTP requests.",
-                requests.statements_total,
-            ),
-        ):
-            yield CounterMetricFamily(name, doc, value=number)
-
-
 class Telemetry:
     """All telemetry of one app instance (one process), with its own Prometheus registry."""
 
@@ -449,7 +325,7 @@ class Telemetry:
         # One registry per app: the global default registry would refuse a second app in the
         # same process (duplicate series).
         self.registry = CollectorRegistry()
-        metrics = _PoolMetrics(self.registry)
+        metrics = PoolMetrics(self.registry)
         self.sqlalchemy = PoolTelemetry(SQLALCHEMY, metrics)
         self.asyncpg = PoolTelemetry(ASYNCPG, metrics)
         self.pools = {SQLALCHEMY: self.sqlalchemy, ASYNCPG: self.asyncpg}
@@ -458,7 +334,7 @@ class Telemetry:
         self.started = time.perf_counter()
         self.window_started = self.started
         self.requests = RequestTelemetry(self.started)
-        self.registry.register(_Collector(self))
+        self.registry.register(TelemetryCollector(self))
 
     def add_section(self, name: str, section: TelemetrySection) -> None:
         """Serve an app's own window figures under `name` in /telemetry, reset with the rest."""
