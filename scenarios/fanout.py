@@ -2,8 +2,7 @@
 
 from locust import task
 
-from poolbench.load.common import SETTINGS, PoolbenchUser
-from poolbench.load.shapes import shape_from_env
+from poolbench.load import SETTINGS, PoolbenchUser, shape_from_env
 
 LoadShape = shape_from_env()
 

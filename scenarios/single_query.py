@@ -2,8 +2,7 @@
 
 from locust import task
 
-from poolbench.load.common import PoolbenchUser, random_user_id
-from poolbench.load.shapes import shape_from_env
+from poolbench.load import PoolbenchUser, random_user_id, shape_from_env
 
 LoadShape = shape_from_env()
 

@@ -2,7 +2,8 @@
 
 Importing a locustfile would monkeypatch this process with gevent, so every check here parses
 the file instead. A locustfile of the user's own runs next to `poolbench/load/window_plugin.py`,
-whose event listeners record the measured window and every request without any change to the file.
+which registers the event listeners (`poolbench.load.listeners`) that record the measured window
+and every request, without any change to the file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from poolbench.shipped import SCENARIOS_DIR
 
-# The open model's Poisson arrivals live in this user class (poolbench.load).
+# The open model's Poisson arrivals live in this user class (poolbench.load.open_model).
 OPEN_MODEL_USER = "PoolbenchUser"
 
 

@@ -43,23 +43,12 @@ LOCUST_CSV_PREFIX = "locust"  # -> locust_stats.csv, locust_stats_history.csv, .
 LOCUST_STATS_SUFFIX = "_stats.csv"
 LOCUST_HISTORY_SUFFIX = "_stats_history.csv"
 LOCUST_HISTORY_FILE = f"{LOCUST_CSV_PREFIX}{LOCUST_HISTORY_SUFFIX}"
-# Written by every Locust process (scenarios/common.py): the window markers, the master's
-# totals, and each process's raw requests.
+# Written by every Locust process (`poolbench.load.window`): the window markers and the
+# master's totals. Each process's figures of the window, `latency-*.json`, and the run's merge,
+# `latency.json`, are a record of their own: `poolbench.load.latency_file` (names, format
+# version, JSON both ways), imported by the Locust processes and `poolbench.sweep.arrivals`.
 WINDOW_FILE = "window.jsonl"
 SUMMARY_FILE = "summary.json"
-# Each Locust process's figures of the window (format REQUESTS_FORMAT, documented in
-# scenarios/common.py, read by bench/sweep/arrivals.py): latency-<pid>.json from a single process,
-# latency-<worker id>.json written by the master for each worker. JSON: the window's counts and
-# HDR histograms (WINDOW_HDR_KEY, `poolbench.hdr`), overall and per endpoint, and a per-second
-# series.
-# The runner merges them into LATENCY_FILE and removes them. Format 3 and older were raw request
-# lines (latency-<pid>.txt), read only during the sweep that wrote them: nothing reads them now.
-LATENCY_FILE_PREFIX = "latency-"
-LATENCY_FILE_SUFFIX = ".json"
-LATENCY_FILE = "latency.json"  # the run's merged figures, same layout, `processes` added
-REQUESTS_FORMAT = 4
-WINDOW_HDR_KEY = "hdr"
-# An endpoint is Locust's request_type and name, e.g. `GET /users/[id]`.
 
 # --- runs.csv ---------------------------------------------------------------------------------
 POINT_COLUMNS = (

@@ -82,7 +82,7 @@ asyncio.run(main())
 LOCUSTFILE = """
 from locust import task
 
-from poolbench.load.common import PoolbenchUser
+from poolbench.load import PoolbenchUser
 
 
 class WorkUser(PoolbenchUser):

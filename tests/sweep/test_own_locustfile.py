@@ -24,7 +24,7 @@ def test_a_plain_locustfile_runs_with_the_measured_window(tmp_path: Path) -> Non
     assert row["scenario"] == "shop_load" and int(row["requests"]) > 50
     assert float(row["failures"]) == 0
     run = json.loads((sweep_dir / "runs" / row["run_id"] / "run.json").read_text())
-    # The window came from scenarios/common.py's listeners, loaded beside the user's file.
+    # The window came from poolbench.load's listeners (window_plugin.py, beside the user's file).
     assert 1.5 < run["window"]["window_s"] < 5  # --duration 2, on a busy host
     assert run["figures"]["latency_source"] == "hdr"
     assert list(run["endpoints"]) == ["GET /users/[id]"]

@@ -12,10 +12,10 @@ from types import ModuleType
 
 import pytest
 
+from poolbench.locustfiles import known_scenarios
+
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = sorted(
-    p.stem for p in (ROOT / "scenarios").glob("*.py") if p.stem not in {"common", "shapes"}
-)
+SCENARIOS = known_scenarios()
 
 
 @pytest.fixture(scope="module")

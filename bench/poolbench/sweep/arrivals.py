@@ -2,8 +2,8 @@
 
 Each Locust process's figures of the measured window are a JSON file, `latency-<pid>.json` from
 a single process, `latency-<worker id>.json` written by the master for each worker, local or
-remote (the writer and the format, version REQUESTS_FORMAT, are in `poolbench.load.common`'s
-module docstring): counts, exact sums and maxima, and HDR histograms (`poolbench.hdr`) of the
+remote (the file and its format version are `poolbench.load.latency_file`, which the writer
+imports too): counts, exact sums and maxima, and HDR histograms (`poolbench.hdr`) of the
 latency from the intended start, overall and per endpoint, of the schedule lag, plus a per-second
 series of every request. Merging adds counts and histograms, so the merged quantiles are those of
 all the processes' requests together to the histogram's precision. `write_merged` keeps the merge as
@@ -14,101 +14,51 @@ Locust.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
 from poolbench import hdr
-from poolbench.results import (
+from poolbench.load.latency_file import (
     LATENCY_FILE,
-    LATENCY_FILE_PREFIX,
-    LATENCY_FILE_SUFFIX,
-    REQUESTS_FORMAT,
+    REQUESTS_FILE_GLOB,
     WINDOW_HDR_KEY,
+    Latencies,
+    RequestLog,
 )
 
-REQUESTS_FILE_GLOB = f"{LATENCY_FILE_PREFIX}*{LATENCY_FILE_SUFFIX}"
 QUANTILES = (0.50, 0.95, 0.99)
 # The window epochs a process used and the master's markers are the same floats (JSON round
 # trip); anything further apart means the figures cover another window.
 WINDOW_EPOCH_TOLERANCE_S = 1e-3
-_COUNTS = ("requests", "failures", "sum_ms", "sent", "dropped_arrivals")
 
 
-@dataclass(frozen=True, kw_only=True)
-class RequestLog:
-    """Every Locust process's window figures, merged (the layout of one process's file).
-
-    `window` holds the counts, `max_ms`, the encoded histograms (`hdr`, `lag_hdr`), `endpoints`
-    ({name: {requests, failures, sum_ms, max_ms, hdr}}), `inflight_at_end`, `start_epoch`,
-    `end_epoch` and `exact`; `seconds` is `[second, requests, failures, coarse hdr]` rows.
-    `open_rps` is the per-user arrival rate (0 for a closed loop) and `max_inflight` the
-    per-process cap on concurrent open-model requests (None when closed).
-    """
-
-    processes: int
-    open_rps: float = 0.0
-    max_inflight: int | None = None
-    peak_inflight: int = 0
-    dropped_arrivals: int = 0
-    window: dict[str, Any] = field(default_factory=dict)
-    seconds: list[list[Any]] = field(default_factory=list)
-
-    @property
-    def open_model(self) -> bool:
-        return self.open_rps > 0
-
-    def as_json(self) -> dict[str, Any]:
-        """The `latency.json` form: one process's layout, plus `processes`."""
-        return {
-            "format": REQUESTS_FORMAT,
-            "processes": self.processes,
-            "open_rps": self.open_rps,
-            "max_inflight": self.max_inflight,
-            "peak_inflight": self.peak_inflight,
-            "dropped_arrivals": self.dropped_arrivals,
-            "window": self.window,
-            "seconds": self.seconds,
-        }
-
-
-def parse_requests(text: str) -> dict[str, Any]:
-    """Return one process's (or a merged) file; ValueError if unreadable or of another format."""
-    data = json.loads(text)
-    if not isinstance(data, dict) or data.get("format") != REQUESTS_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise ValueError(f"requests file format {found}, expected {REQUESTS_FORMAT}")
-    return data
-
-
-def merge_requests(files: Iterable[Mapping[str, Any]]) -> RequestLog:
+def merge_requests(logs: Iterable[RequestLog]) -> RequestLog:
     """Merge processes' files (or merged ones: their `processes` add up)."""
-    files = list(files)
-    if not files:
+    logs = list(logs)
+    if not logs:
         return RequestLog(processes=0)
-    caps = [int(f["max_inflight"]) for f in files if f.get("max_inflight") is not None]
-    open_rps = max(float(f.get("open_rps") or 0.0) for f in files)
+    caps = [log.max_inflight for log in logs if log.max_inflight is not None]
+    open_rps = max(log.open_rps for log in logs)
     return RequestLog(
-        processes=sum(int(f.get("processes") or 1) for f in files),
+        processes=sum(log.processes for log in logs),
         open_rps=open_rps,
         max_inflight=max(caps) if caps and open_rps > 0 else None,
-        peak_inflight=max(int(f.get("peak_inflight") or 0) for f in files),
-        dropped_arrivals=sum(int(f.get("dropped_arrivals") or 0) for f in files),
-        window=_merge_windows([f.get("window") or {} for f in files]),
-        seconds=_merge_seconds(f.get("seconds") or [] for f in files),
+        peak_inflight=max(log.peak_inflight for log in logs),
+        dropped_arrivals=sum(log.dropped_arrivals for log in logs),
+        window=_merge_windows([log.window for log in logs]),
+        seconds=_merge_seconds(log.seconds for log in logs),
     )
 
 
 def _merge_latencies(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {key: sum(p.get(key) or 0 for p in parts) for key in _COUNTS[:3]}
-    out["max_ms"] = max((p.get("max_ms") or 0.0 for p in parts), default=0.0)
-    out[WINDOW_HDR_KEY] = hdr.encode(hdr.merge(p[WINDOW_HDR_KEY] for p in parts))
-    return out
+    total = Latencies()
+    for part in parts:
+        total.merge(Latencies.from_json(part))
+    return total.as_json()
 
 
 def _merge_windows(windows: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -155,12 +105,12 @@ def read_requests(run_dir: Path) -> RequestLog:
     paths = sorted(run_dir.glob(REQUESTS_FILE_GLOB))
     if not paths and (run_dir / LATENCY_FILE).exists():
         paths = [run_dir / LATENCY_FILE]
-    return merge_requests(parse_requests(path.read_text()) for path in paths)
+    return merge_requests(RequestLog.loads(path.read_text()) for path in paths)
 
 
 def write_merged(run_dir: Path, log: RequestLog) -> None:
     """Keep the merge as `latency.json` and remove the per-process files it came from."""
-    (run_dir / LATENCY_FILE).write_text(json.dumps(log.as_json()) + "\n")
+    log.write(run_dir / LATENCY_FILE)
     for path in run_dir.glob(REQUESTS_FILE_GLOB):
         path.unlink()
 
