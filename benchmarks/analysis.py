@@ -1,7 +1,8 @@
 """Time the analysis of a large synthetic sweep: `python benchmarks/analysis.py [--runs 10000]`.
 
-Builds a sweep of 1,000 or 10,000 runs with the test suite's generator (10 pool sizes x 4
-max_overflow x 5 queries-per-request x 5 repetitions; 10,000 adds 5 users x 2 semaphore limits),
+Builds a sweep of 1,000 or 10,000 runs with the tests' generator, poolbench.analysis.synthetic
+(10 pool sizes x 4 max_overflow x 5 queries-per-request x 5 repetitions; 10,000 adds 5 users x
+2 semaphore limits),
 times each stage in this process, then the whole `poolbench analyze` and `poolbench report`
 commands (start-up included) in child processes, and prints a Markdown table against the target:
 load + aggregate + analyse of 10,000 runs under 5 s (issue 12). Render is timed on its own.
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ROOT, machine  # noqa: E402
 from poolbench import aggregate, analyse, load_sweep, render_analysis  # noqa: E402
-from tests.synthetic_sweep import make_sweep  # noqa: E402
+from poolbench.analysis.synthetic import make_sweep  # noqa: E402
 
 TARGET_S = 5.0
 # Each whole command is bounded: a regression shows as a miss, never as a hang.

@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from typer.testing import CliRunner
 
 from poolbench.analysis.recommend import PRE_PING_NOT_MEASURED, pre_ping_cost
+from poolbench.analysis.synthetic import make_sweep
 from poolbench.cli import app
 from poolbench.instrumentation.engine import instrument_engine
 from poolbench.instrumentation.telemetry import PoolOccupancy, Telemetry
 from poolbench.results import RUNS_CSV_FILE
 from poolbench.sweep.figures import efficiency_figures, telemetry_figures
 from poolbench.sweep.pg import Database
-from tests.synthetic_sweep import make_sweep
 
 SLEEP_S = 0.02
 PING_SLEEP_S = 0.05

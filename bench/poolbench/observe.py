@@ -2,9 +2,9 @@
 
 Reads an instrumented service's cumulative counters (`/telemetry/totals`, else Prometheus
 `/metrics`) at the start and the end of a window and takes the difference, so the service's own
-window is never reset. Every model is fed per pool from those figures with the same code as
-`size` and `analyze` (poolbench.analysis.models); a model whose input the service did not report
-says so instead of getting a guessed number. In between, the counters are polled to sample the
+window is never reset. Every model is fed per pool from those figures by the same builder as
+`analyze` (poolbench.analysis.inputs); a model whose input the service did not report says so
+instead of getting a guessed number. In between, the counters are polled to sample the
 peaks (a lower bound: what was in flight at each poll).
 """
 
@@ -13,19 +13,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from poolbench.analysis.models import (
-    DEFAULT_HEADROOM,
-    DEFAULT_P99_WAIT_MS,
-    ModelResult,
-    SizingInputs,
-    size_all,
-)
+from poolbench.analysis.inputs import Measured, SizingOptions, measured_inputs
+from poolbench.analysis.models import ModelResult
 from poolbench.analysis.recommend import DEFAULT_UNUSED_PG_POOL, PoolConfig, config_snippet
 from poolbench.errors import UsageError
 from poolbench.fmt import num
@@ -215,50 +210,24 @@ class PoolSizing:
     why: str
 
 
-def _sizing_inputs(
-    observation: Observation, pool: PoolWindow, options: SizingOptions
-) -> tuple[SizingInputs, set[str]]:
-    """The models' inputs for one pool, and the names of those the service did not report."""
+def live_figures(observation: Observation, pool: PoolWindow) -> Measured:
+    """What the window measured for one pool: no stand-ins, a live service has no design."""
     window = observation.window
-    measured: dict[str, float | None] = {
-        "concurrency": window.inflight_mean,
-        "queries_per_request": window.statements_per_request or None,
-        "hold_time_ms": pool.hold_time_mean_ms or None,
+    return Measured(
+        concurrency=window.inflight_mean,
+        peak_concurrency=observation.peak_in_flight,
+        queries_per_request=window.statements_per_request,
+        hold_time_ms=pool.hold_time_mean_ms,
         # Little's law is L = lambda W with W the mean lease, so lambda is leases per second (the
         # request rate when every request leases once).
-        "target_rps": pool.lease_rps,
-        "hold_time_cv": pool.hold_time_cv,
-    }
-    missing = {name for name, value in measured.items() if value is None}
-    known = {name: 1.0 if value is None else value for name, value in measured.items()}
-    inputs = SizingInputs(
-        concurrency=known["concurrency"],
-        queries_per_request=known["queries_per_request"],
-        hold_time_ms=known["hold_time_ms"],
-        target_rps=known["target_rps"],
-        hold_time_cv=known["hold_time_cv"],
-        peak_concurrency=observation.peak_in_flight,
-        db_cores=options.db_cores,
-        spindles=options.spindles,
-        headroom=options.headroom,
-        wait_budget_ms=options.p99_wait_ms,
-        wait_quantile=0.99,
+        target_rps=pool.lease_rps,
+        hold_time_cv=pool.hold_time_cv,
     )
-    return inputs, missing
 
 
-@dataclass(frozen=True, kw_only=True)
-class SizingOptions:
-    """What the user gives: the database's cores, spindles, headroom, Erlang C's wait budget."""
-
-    db_cores: int
-    spindles: int = 0
-    headroom: float = DEFAULT_HEADROOM
-    p99_wait_ms: float = DEFAULT_P99_WAIT_MS
-
-
-def _needs(result: ModelResult, missing: set[str]) -> list[str]:
-    return sorted(missing & set(result.inputs))
+def pool_bound(pool: PoolWindow) -> float | None:
+    """The most connections the pool may open, as configured: size + overflow."""
+    return None if pool.pool_size is None else pool.pool_size + (pool.max_overflow or 0)
 
 
 def size_pool(observation: Observation, name: str, options: SizingOptions) -> PoolSizing:
@@ -267,18 +236,9 @@ def size_pool(observation: Observation, name: str, options: SizingOptions) -> Po
     if not pool.leases:
         why = "not used in the observed window" if pool.leases == 0 else "its leases are missing"
         return PoolSizing(pool=name, figures=pool, models=[], missing=(), size=None, why=why)
-    inputs, missing = _sizing_inputs(observation, pool, options)
-    models = []
-    for result in size_all(inputs, usl_note=USL_NOTE):
-        if needs := _needs(result, missing):
-            result = replace(
-                result,
-                pool_size=None,
-                predicted_rps=None,
-                note=f"missing input: {', '.join(needs)}",
-                inputs={},
-            )
-        models.append(result)
+    built = measured_inputs(live_figures(observation, pool), options)
+    missing = built.missing
+    models = built.models(usl_note=USL_NOTE)
     by_name = {m.name: m for m in models if m.pool_size is not None}
     chosen = [by_name[n] for n in (LITTLE, ERLANG) if n in by_name]
     if not chosen:
@@ -306,7 +266,7 @@ def warnings(observation: Observation) -> list[str]:
     out: list[str] = []
     window = observation.window
     for name, pool in window.pools.items():
-        bound = (pool.pool_size or 0) + (pool.max_overflow or 0)
+        bound = pool_bound(pool) or 0
         peak = observation.peak_checked_out.get(name, 0.0)
         waited = (pool.acquire_wait_p95_ms or 0.0) >= 1.0
         if pool.timeouts or (waited and bound and peak >= bound):

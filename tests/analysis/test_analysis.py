@@ -14,10 +14,10 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from poolbench import Fleet, Slo, aggregate, analyse, find_optimum, load_sweep, parse_threshold
+from poolbench.analysis.synthetic import SECRET, make_sweep, write_locust_stats
 from poolbench.cli import app
 from poolbench.errors import UsageError
 from tests.conftest import ROOT
-from tests.synthetic_sweep import SECRET, make_sweep, write_locust_stats
 
 runner = CliRunner()
 

@@ -14,8 +14,8 @@ import pytest
 from scipy import stats
 
 from poolbench.analysis.compare import MATCH_COLUMNS, compare_tables
+from poolbench.analysis.synthetic import make_sweep
 from tests.conftest import ROOT
-from tests.synthetic_sweep import make_sweep
 
 TIGHT = np.array([100.0, 101.0, 99.0])  # mean 100, sample variance 1
 TIGHTER = np.array([100.0, 100.1, 99.9])  # mean 100, sample variance 0.01

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from poolbench import load_sweep
+from poolbench.analysis.synthetic import make_sweep
 from poolbench.results import MANIFEST_FILE, RUNS_CSV_FILE
 from poolbench.specfile import spec_from_dict
 from poolbench.sweep.metadata import manifest
 from poolbench.sweep.sweepdir import SweepDir
-from tests.synthetic_sweep import make_sweep
 
 SPEC = {"scenario": "single_query", "grid": {"pool_size": [2, 4, 8]}}
 BOTTLENECKS = {2: "pool", 4: "pool", 8: "none"}

@@ -19,7 +19,7 @@ from poolbench.analysis.aggregate import (
 )
 from poolbench.analysis.load import load_sweep
 from poolbench.analysis.optimum import config_verdicts, run_failure
-from tests.synthetic_sweep import make_slo_sweep
+from poolbench.analysis.synthetic import make_slo_sweep
 
 
 def test_group_mode_is_each_groups_mode_ties_to_the_first_seen() -> None:

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from poolbench import analyse, load_sweep, render_analysis
 from poolbench.analysis.noise import Interval
+from poolbench.analysis.synthetic import make_slo_sweep
 from poolbench.cli import app
-from tests.synthetic_sweep import make_slo_sweep
 
 # Pool 2 misses the 100 ms SLO in one repetition of three, pool 3 meets it in all: pool 3 is the
 # optimum, yet their p95 intervals overlap and pool 3's contains the limit.

@@ -10,7 +10,7 @@ import pytest
 
 from poolbench import Slo
 from poolbench.analysis.semaphore import semaphore_warnings, smallest_adequate_limit
-from tests.synthetic_sweep import make_sweep
+from poolbench.analysis.synthetic import make_sweep
 
 SLO = Slo(p95_ms=250, max_error_rate=0.01)
 

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from poolbench import analyse, load_sweep, summary
+from poolbench.analysis.synthetic import make_slo_sweep, make_sweep
 from poolbench.cli import app
-from tests.synthetic_sweep import make_slo_sweep, make_sweep
 
 # An SLO sweep at 90 rps offered, SLO p95 130 ms, three repetitions per pool size. Pool 6 met
 # the SLO in every repetition while serving a little less than pool 7 (Poisson noise).

@@ -12,9 +12,9 @@ import pytest
 from matplotlib import image as mpimg
 
 from poolbench import analyse, load_sweep, render_analysis
+from poolbench.analysis.history import exact_history, latency_gaps, read_history, window_span
+from poolbench.analysis.synthetic import SECRET, WINDOW_END_S, WINDOW_START_S, make_sweep
 from poolbench.report.html import default_report_path
-from poolbench.report.timeseries import exact_history, latency_gaps, read_history, window_span
-from tests.synthetic_sweep import SECRET, WINDOW_END_S, WINDOW_START_S, make_sweep
 
 XSS = "<script>alert(1)</script>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

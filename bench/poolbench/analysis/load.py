@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from poolbench.analysis.history import RunHistory, run_history
 from poolbench.errors import UsageError
+from poolbench.fmt import opt_float
 from poolbench.objectives import Fleet, Slo
 from poolbench.results import (
     BOOL_COLUMNS,
@@ -84,6 +86,11 @@ class Sweep:
         if self.spec is not None:
             return self.spec.fleet.with_overrides(**given)
         return Fleet().with_overrides(**given) if given else None
+
+    def history(self, run_id: str) -> RunHistory | None:
+        """One run's per-second history and measured window; None when it has none."""
+        path = self.history_paths.get(run_id)
+        return None if path is None else run_history(path)
 
 
 def endpoint_figures(sweep: Sweep, run_id: str) -> dict[str, dict[str, Any]]:
@@ -322,11 +329,11 @@ def _load_locust(stats_csv: Path) -> Sweep:
         "failures": failures,
         "error_rate": failures / requests if requests else np.nan,
         "rps": float(row["Requests/s"]),
-        "p50_ms": _get(row, "50%"),
-        "p95_ms": _get(row, "95%"),
-        "p99_ms": _get(row, "99%"),
-        "mean_ms": _get(row, "Average Response Time"),
-        "max_ms": _get(row, "Max Response Time"),
+        "p50_ms": opt_float(row.get("50%")),
+        "p95_ms": opt_float(row.get("95%")),
+        "p99_ms": opt_float(row.get("99%")),
+        "mean_ms": opt_float(row.get("Average Response Time")),
+        "max_ms": opt_float(row.get("Max Response Time")),
         "bottleneck": "none",
     }
     runs = _normalise(pd.DataFrame([record]), stats_csv)
@@ -339,7 +346,3 @@ def _load_locust(stats_csv: Path) -> Sweep:
         history_paths={record["run_id"]: history} if history.is_file() else {},
     )
 
-
-def _get(row: pd.Series, column: str) -> float:
-    value = pd.to_numeric(row.get(column, np.nan), errors="coerce")
-    return float(value) if pd.notna(value) else math.nan

@@ -25,6 +25,7 @@ from poolbench.analysis.aggregate import (
 )
 from poolbench.analysis.models import DEFAULT_TOLERANCE
 from poolbench.analysis.semaphore import LIMIT, smallest_adequate_limit
+from poolbench.fmt import num, opt_float
 from poolbench.objectives import Demand, Fleet, Slo
 
 
@@ -170,28 +171,29 @@ def run_failure(
     reason = slo.failure(run) or slo.endpoint_failure(endpoints or {})
     if reason is not None:
         return reason
-    offered, window_s = _number(run.get("offered_rps")), _number(run.get("duration_s"))
+    # A figure the run lacks breaks no rule: missing counts as 0 (an unmeasured rate as met).
+    offered = opt_float(run.get("offered_rps")) or 0.0
+    window_s = opt_float(run.get("duration_s")) or 0.0
     if not offered > 0:
         return None
-    served = _number(run.get("rps"))
+    served = opt_float(run.get("rps"))
     noise = NOISE_SIGMAS * math.sqrt(offered / window_s) if window_s > 0 else 0.0
-    if served < offered - noise:
+    if served is not None and served < offered - noise:
         return f"served {served:.1f} of {offered:.1f} rps offered (noise +-{noise:.1f})"
-    dropped = _number(run.get("dropped_arrivals"))
+    dropped = opt_float(run.get("dropped_arrivals")) or 0.0
     if dropped > 0:
         return f"{dropped:.0f} arrivals dropped at the in-flight cap"
-    backlog = _number(run.get("inflight_at_end"))
-    expected = offered * _number(run.get("p95_ms")) / 1000
+    backlog = opt_float(run.get("inflight_at_end")) or 0.0
+    expected = offered * (opt_float(run.get("p95_ms")) or 0.0) / 1000
     if backlog > max(MIN_BACKLOG, BACKLOG_FACTOR * expected):
         return f"{backlog:.0f} requests still in flight at the end (a growing backlog)"
     return None
 
 
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def _limit(row: Mapping[str, Any]) -> float:
+    """The semaphore limit as a sort key; NaN without one (as before: a NaN never compares)."""
+    limit = opt_float(row.get(LIMIT))
+    return math.nan if limit is None else limit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,7 +276,7 @@ def find_slo_optimum(
     verdicts = sorted(
         (v for v in config_verdicts(table, runs, slo, config_columns, endpoints) if v.failures),
         # Fewest connections, then the smallest semaphore limit that met it, then the best p95.
-        key=lambda v: (v.row["connections"], _number(v.row.get(LIMIT)), v.row["p95_ms"]),
+        key=lambda v: (v.row["connections"], _limit(v.row), v.row["p95_ms"]),
     )
     best_rps = float(table["rps"].max())
     passing = [v for v in verdicts if v.meets]
@@ -292,7 +294,7 @@ def find_slo_optimum(
         reason = (
             f"fewest connections ({chosen.row['connections']:g}) that met the SLO "
             f"({slo.describe()}) and served the offered "
-            f"{_number(chosen.row.get('offered_rps')):.1f} rps in all "
+            f"{num(chosen.row.get('offered_rps'))} rps in all "
             f"{len(chosen.failures)} trusted repetitions"
         )
     else:
@@ -310,12 +312,6 @@ def find_slo_optimum(
         excluded_configs=int(untrusted(table).sum()),
         next_smaller=smaller[-1].describe() if smaller and passing else "",
     )
-
-
-def row_process_connections(row: Mapping[str, Any]) -> float:
-    """Every connection one app process may open at this config (both pools)."""
-    direct = _number(row.get("pg_max_size"))
-    return float(row["connections"]) + (0.0 if math.isnan(direct) else direct)
 
 
 def throughput_curve(table: pd.DataFrame) -> pd.Series:

@@ -180,12 +180,12 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
     if analysis.headline.optimum.inconclusive:
         raise Inconclusive(f"{analysis.sweep.name}: {analysis.headline.optimum.reason}")
     rec = analysis.recommended
-    if rec is None or math.isnan(float(rec.get("pool_size", math.nan))):
+    if rec is None or opt_float(rec.get("pool_size")) is None:
         raise UsageError(
             f"{analysis.sweep.name}: no pool config to recommend (the input has no pool_size)"
         )
     direct, direct_why = asyncpg_pool(rec)
-    limit = rec.get("http_concurrency_limit")
+    limit = opt_float(rec.get("http_concurrency_limit"))
     header = [
         f"# poolbench recommendation from {analysis.sweep.name}",
         f"# {analysis.headline.label}: {analysis.headline.optimum.reason}",
@@ -201,9 +201,7 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         pg_max_size=direct,
         pg_why=direct_why,
         p95_slo_ms=analysis.slo.p95_ms,
-        http_concurrency_limit=(
-            int(limit) if limit is not None and not math.isnan(float(limit)) else None
-        ),
+        http_concurrency_limit=None if limit is None else int(limit),
         fleet=analysis.fleet,
         warnings=analysis.warnings,
         pre_ping_cost=pre_ping_cost(rec, analysis.sweep.runs),

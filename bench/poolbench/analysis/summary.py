@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from poolbench.analysis.analyse import Analysis, ModelComparison
+from poolbench.analysis.analyse import Analysis
 from poolbench.analysis.models import ModelResult, SizingInputs
-from poolbench.analysis.optimum import row_process_connections
 from poolbench.analysis.thresholds import Threshold
+from poolbench.analysis.workload import ModelComparison
 from poolbench.objectives import Demand, Fleet
 
 
@@ -119,7 +119,7 @@ def summary(
                 # Every pool the recommended config's process opens (SQLAlchemy + asyncpg).
                 "recommended_per_process": None
                 if analysis.recommended is None
-                else row_process_connections(analysis.recommended),
+                else Demand.of(analysis.recommended).pools,
                 "measured_peak_connections": None
                 if analysis.recommended is None
                 else analysis.recommended.get("pg_peak_connections"),

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
-from poolbench.analysis.analyse import uses_database
-from poolbench.analysis.optimum import demands, row_process_connections
+from poolbench.analysis.load import Sweep
+from poolbench.analysis.optimum import demands
 from poolbench.analysis.semaphore import semaphore_warnings
+from poolbench.analysis.workload import WorkloadAnalysis, uses_database
 from poolbench.fmt import opt_float
-from poolbench.objectives import Demand
+from poolbench.objectives import Demand, Fleet, Slo
 from poolbench.spec import ADAPTIVE
-
-if TYPE_CHECKING:
-    from poolbench.analysis.analyse import Analysis
 
 
 def _ids(frame: pd.DataFrame, limit: int = 4) -> str:
@@ -24,18 +22,20 @@ def _ids(frame: pd.DataFrame, limit: int = 4) -> str:
     return ", ".join(ids) + (f" and {more} more" if more > 0 else "")
 
 
-def collect_warnings(analysis: Analysis) -> list[str]:
+def collect_warnings(
+    sweep: Sweep, workloads: Sequence[WorkloadAnalysis], slo: Slo, fleet: Fleet | None
+) -> list[str]:
     """Everything a reader must know before trusting the recommendation."""
-    runs = analysis.sweep.runs
-    out: list[str] = list(analysis.sweep.problems)
-    spec = analysis.sweep.spec
+    runs = sweep.runs
+    out: list[str] = list(sweep.problems)
+    spec = sweep.spec
     if spec is not None and spec.search == ADAPTIVE and len(runs) < len(spec.points()):
         out.append(
             f"an adaptive search (bench/sweep/search.py) ran {len(runs)} of the grid's "
             f"{len(spec.points())} runs: sizes away from the SLO boundary ran once or not at all, "
             "so the fitted models rest on fewer points (search = grid measures every point)"
         )
-    if analysis.sweep.source == "locust":
+    if sweep.source == "locust":
         out.append(
             "plain Locust output: the pool config is unknown, so only latency, errors and "
             "thresholds are checked; run a sweep for sizing conclusions"
@@ -64,15 +64,14 @@ def collect_warnings(analysis: Analysis) -> list[str]:
             f"in total): {_ids(timeouts)}"
         )
     out.extend(load_generator_warnings(runs))
-    fleet = analysis.fleet
-    for workload in analysis.workloads:
+    for workload in workloads:
         optimum = workload.optimum
-        prefix = f"[{workload.label}] " if len(analysis.workloads) > 1 else ""
+        prefix = f"[{workload.label}] " if len(workloads) > 1 else ""
         if optimum.row is None:
             out.append(f"{prefix}no usable runs")
             continue
-        if analysis.slo.is_set and not optimum.slo_met:
-            out.append(f"{prefix}no config meets the SLO ({analysis.slo.describe()})")
+        if slo.is_set and not optimum.slo_met:
+            out.append(f"{prefix}no config meets the SLO ({slo.describe()})")
         if not uses_database(workload.table):
             out.append(
                 f"{prefix}no run checked out a database connection: the pool sizing models do "
@@ -96,7 +95,7 @@ def collect_warnings(analysis: Analysis) -> list[str]:
         out.extend(prefix + w for w in semaphore_warnings(optimum.row))
         if not uses_database(workload.table):
             continue  # the USL is not about this workload
-        if not workload.usl and workload.usl_note and analysis.sweep.source != "locust":
+        if not workload.usl and workload.usl_note and sweep.source != "locust":
             out.append(f"{prefix}USL fit skipped: {workload.usl_note}")
     return out
 
@@ -140,7 +139,7 @@ def connection_warnings(row: Mapping[str, Any]) -> list[str]:
     if demand.pgbouncer_pool_size is not None:
         declared, whose = demand.pgbouncer_pool_size, "PgBouncer's default_pool_size allows"
     else:
-        declared = demand.app_workers * row_process_connections(row)
+        declared = demand.app_workers * demand.pools
         whose = "both pools allow" + (
             f" in {demand.app_workers} workers" if demand.app_workers > 1 else ""
         )

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from poolbench.analysis.inputs import SizingOptions
 from poolbench.analysis.models import DEFAULT_HEADROOM, DEFAULT_P99_WAIT_MS
 from poolbench.analysis.summary import jsonable
 from poolbench.cli.common import (
@@ -32,10 +33,10 @@ from poolbench.objectives import Fleet
 from poolbench.observe import (
     DEFAULT_POLL_S,
     Observation,
-    SizingOptions,
     observation_json,
     observe_snippet,
     parse_duration,
+    pool_bound,
     size_pool,
     warnings,
 )
@@ -66,7 +67,7 @@ def _inputs_table(observation: Observation, options: SizingOptions, cores_given:
     row("peak in flight", observation.peak_in_flight, f"{sampled} (a lower bound)", 0)
     row("statements per request", window.statements_per_request, where, 2)
     for name, pool in window.pools.items():
-        row(f"{name}: size + overflow", _bound(pool.pool_size, pool.max_overflow), "configured", 0)
+        row(f"{name}: size + overflow", pool_bound(pool), "configured", 0)
         row(f"{name}: leases/s", pool.lease_rps, f"{where}: checkouts / window", 2)
         per_lease(f"{name}: hold time mean (ms)", pool, pool.hold_time_mean_ms, where)
         cv_source = f"{where}: from the sum of squares"
@@ -82,10 +83,6 @@ def _inputs_table(observation: Observation, options: SizingOptions, cores_given:
     row("Erlang C wait budget (ms, p99)", options.p99_wait_ms, "--p99-wait-ms", 1)
     row("headroom", options.headroom, "--headroom", 2)
     return table
-
-
-def _bound(size: float | None, overflow: float | None) -> float | None:
-    return None if size is None else size + (overflow or 0)
 
 
 @usage_errors

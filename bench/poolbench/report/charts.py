@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from poolbench.analysis.aggregate import CONFIG_COLUMNS, at_optimum, untrusted
-from poolbench.analysis.analyse import Analysis, WorkloadAnalysis
+from poolbench.analysis.analyse import Analysis
 from poolbench.analysis.models import throughput_ceiling_rps
+from poolbench.analysis.workload import WorkloadAnalysis
 from poolbench.fmt import num, whole
 
 if TYPE_CHECKING:

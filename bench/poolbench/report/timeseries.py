@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from poolbench.analysis.analyse import Analysis
+from poolbench.analysis.history import RunHistory, latency_gaps
 from poolbench.report.charts import Chart, new_figure, png
-from poolbench.results import TIMESERIES_FILE, WINDOW_FILE, read_markers
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 MAX_TIME_SERIES_RUNS = 4
-
-
-def read_history(path: Path) -> pd.DataFrame:
-    """Read a Locust stats history CSV: the Aggregated rows, seconds since the first sample."""
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return pd.DataFrame()
-    if "Name" not in frame.columns or "Timestamp" not in frame.columns:
-        return pd.DataFrame()
-    rows = frame[frame["Name"] == "Aggregated"].copy()
-    if rows.empty:
-        return rows
-    for column in ("Timestamp", "User Count", "Requests/s", "Failures/s", "50%", "95%", "99%"):
-        if column in rows.columns:
-            rows[column] = pd.to_numeric(rows[column], errors="coerce")
-    rows["t_s"] = rows["Timestamp"] - rows["Timestamp"].min()
-    return rows
 
 
 def _representative_runs(analysis: Analysis) -> list[str]:
@@ -75,69 +55,6 @@ def _representative_runs(analysis: Analysis) -> list[str]:
     return list(unique.values())[:MAX_TIME_SERIES_RUNS]
 
 
-def exact_history(history_path: Path) -> pd.DataFrame:
-    """Locust's history, with rate and percentiles replaced by the run's exact timeseries.csv.
-
-    Locust's own columns are rolling, bucketed figures that restart at the stats reset; the
-    runner bins the raw samples per second instead. Users still come from Locust's history.
-    """
-    history = read_history(history_path)
-    path = history_path.parent / TIMESERIES_FILE
-    if history.empty or not path.is_file():
-        return history
-    try:
-        exact = pd.read_csv(path)
-        stamp = exact["epoch_s"] + 0.5  # the middle of each one-second bin
-        t_s = stamp - float(history["Timestamp"].min())
-        users = np.interp(t_s, history["t_s"], history["User Count"])
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        return history
-    return pd.DataFrame(
-        {
-            "Timestamp": stamp,
-            "t_s": t_s,
-            "User Count": users,
-            "Requests/s": exact["requests"],
-            "Failures/s": exact["failures"],
-            "50%": exact["p50_ms"],
-            "95%": exact["p95_ms"],
-            "99%": exact["p99_ms"],
-            "exact": True,
-        }
-    )
-
-
-def window_span(history_path: Path, history: pd.DataFrame) -> tuple[float, float] | None:
-    """The measured window in the history's seconds (`t_s`), from the run's window.jsonl.
-
-    scenarios/common.py appends `{"event": "start"|"end", "epoch": ...}` lines there (the master's
-    markers; workers write `worker_*`), and Locust stamps each history row with the whole epoch
-    second it was written, so both share a clock. None when there is no such file (synthetic
-    data, plain Locust output) or its markers do not fall inside this history.
-    """
-    markers = read_markers(history_path.parent / WINDOW_FILE)
-    if not markers:
-        return None
-    t0 = float((history["Timestamp"] - history["t_s"]).min())  # the history's first stamp
-    last = float(history["t_s"].max())
-    start = markers.get("start", math.nan) - t0
-    end = markers.get("end", t0 + last) - t0  # no `end`: the run was cut short
-    if not (math.isfinite(start) and math.isfinite(end) and start < end):
-        return None
-    if end <= 0 or start > last + 1:
-        return None
-    return start, end
-
-
-def latency_gaps(values: pd.Series) -> pd.Series:
-    """A history percentile column with Locust's "no requests" zeros blanked out.
-
-    Locust's history percentiles cover its last ~10 s; when that holds no requests (just after
-    the stats reset that opens the window) it writes 0 or N/A: a gap, not a 0 ms response.
-    """
-    return values.where(values > 0)
-
-
 def _set_top(ax: Axes, values: list[float], headroom: float = 1.15) -> None:
     """Scale `ax` from 0 to the largest finite value times `headroom` (unchanged if none)."""
     finite = [v for v in values if math.isfinite(v) and v > 0]
@@ -146,11 +63,8 @@ def _set_top(ax: Axes, values: list[float], headroom: float = 1.15) -> None:
 
 
 def chart_time_series(analysis: Analysis) -> Chart | None:
-    picks = [
-        (run_id, exact_history(analysis.sweep.history_paths[run_id]))
-        for run_id in _representative_runs(analysis)
-    ]
-    picks = [(run_id, h) for run_id, h in picks if not h.empty]
+    read = [(run_id, analysis.sweep.history(run_id)) for run_id in _representative_runs(analysis)]
+    picks: list[tuple[str, RunHistory]] = [(r, h) for r, h in read if h is not None]
     if not picks:
         return None
     runs = analysis.sweep.runs
@@ -159,9 +73,9 @@ def chart_time_series(analysis: Analysis) -> Chart | None:
     axes = fig.subplots(len(picks), 2, squeeze=False)
     windows = 0
     legend: dict[str, Any] = {}
-    for (run_id, history), (ax_rps, ax_lat) in zip(picks, axes, strict=True):
+    for (run_id, run), (ax_rps, ax_lat) in zip(picks, axes, strict=True):
+        history, span = run.frame, run.window
         t = history["t_s"]
-        span = window_span(analysis.sweep.history_paths[run_id], history)
         rps_top = [float(history["Requests/s"].max())]
         if span is not None:
             windows += 1
@@ -221,7 +135,7 @@ def chart_time_series(analysis: Analysis) -> Chart | None:
     )
     axes[-1][0].set_xlabel("seconds")
     axes[-1][1].set_xlabel("seconds")
-    exact = all("exact" in history for _, history in picks)
+    exact = all(run.exact for _, run in picks)
     if exact:
         caption = (
             "Exact per-second figures from every request (runs/<run_id>/timeseries.csv); users "
