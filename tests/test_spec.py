@@ -6,13 +6,18 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from poolbench.defaults import DEFAULT_SEED_USERS
 from poolbench.errors import UsageError
 from poolbench.locustfiles import defines_user
-from poolbench.spec import DEFAULT_SEED_USERS, SweepSpec
+from poolbench.objectives import Fleet, Slo
+from poolbench.shipped import WINDOW_PLUGIN
+from poolbench.spec import Grid, SweepSpec, Target, Timing, Workload
 from poolbench.specfile import (
     load_spec,
     parse_override,
@@ -20,7 +25,7 @@ from poolbench.specfile import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECS = sorted((ROOT / "bench" / "specs").glob("*.toml"))
+SPECS = sorted((ROOT / "bench" / "poolbench" / "specs").glob("*.toml"))
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -37,7 +42,7 @@ def test_shipped_specs_load_and_round_trip(path: Path) -> None:
 
 
 def test_external_example_target_is_valid_once_uncommented() -> None:
-    text = (ROOT / "bench" / "specs" / "external.toml").read_text()
+    text = (ROOT / "bench" / "poolbench" / "specs" / "external.toml").read_text()
     head, marker, example = text.partition("# [target]\n")
     assert marker, "the commented-out [target] example is missing"
     uncommented = "\n".join(
@@ -62,7 +67,7 @@ def test_restart_cmd_placeholders_are_checked_at_load_time(tmp_path: Path) -> No
 
 
 def test_quick_spec_can_fit_a_usl_curve() -> None:
-    spec = load_spec(ROOT / "bench" / "specs" / "quick.toml")
+    spec = load_spec(ROOT / "bench" / "poolbench" / "specs" / "quick.toml")
     assert len(spec.grid.pool_size) >= 6
     assert spec.scenario == "single_query" and spec.workload.sim_latency_ms > 0
 
@@ -227,11 +232,11 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_cli_prints_one_line_and_exits_2(args: list[str], message: str) -> None:
-    result = cli("bench/specs/quick.toml", *args)
+    result = cli("bench/poolbench/specs/quick.toml", *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: spec bench/specs/quick.toml: ")
+    assert lines[0].startswith("error: spec bench/poolbench/specs/quick.toml: ")
     assert message in lines[0]
     assert "Traceback" not in result.stderr
 
@@ -239,12 +244,12 @@ def test_cli_prints_one_line_and_exits_2(args: list[str], message: str) -> None:
 def test_cli_without_spec_or_resume_is_a_usage_error() -> None:
     result = cli()
     assert result.returncode == 2
-    assert result.stderr.startswith("error: give a SPEC file")
+    assert result.stderr.startswith("error: give a SPEC")
 
 
 def test_spec_is_frozen() -> None:
     spec = SweepSpec(name="x", scenario="single_query")
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         spec.name = "y"  # type: ignore[misc]
 
 
@@ -320,8 +325,7 @@ def test_app_workers_and_pooler_axes_and_their_run_ids(tmp_path: Path) -> None:
     ]
     direct, pgb = points[3], points[4]
     assert (direct.app_workers, direct.pooler, direct.pgbouncer_pool_size) == (2, "direct", None)
-    assert "DB_PREPARED_STATEMENTS" not in direct.app_env()
-    assert pgb.app_env()["DB_PREPARED_STATEMENTS"] == "false" and pgb.pgbouncer_pool_size == 2
+    assert (pgb.pooler, pgb.pgbouncer_pool_size) == ("pgbouncer", 2)
     # Both pools of every worker: 2 x (2 + 0 + 10).
     assert direct.as_dict()["app_max_connections"] == 24
     # A single value adds no run-id part, as for every other extra axis.
@@ -376,7 +380,7 @@ def test_a_locustfile_anywhere_is_relative_to_the_spec(tmp_path: Path) -> None:
     assert spec.locustfile == str(tmp_path / "load" / "mine.py")
     assert spec.scenario == "mine" and spec.kind == "capacity"
     assert spec.locust_files[0] == spec.locustfile
-    assert spec.locust_files[1].endswith("scenarios/common.py")  # the measured window
+    assert spec.locust_files[1] == str(WINDOW_PLUGIN)  # the measured window
     stored = spec_from_dict(spec.to_dict(), source="elsewhere/manifest.json")
     assert stored == spec
 
@@ -403,6 +407,76 @@ def test_bad_locustfiles_name_the_field(tmp_path: Path, text: str, message: str)
 def test_a_locustfile_on_poolbench_users_may_use_the_open_model(tmp_path: Path) -> None:
     source = PLAIN_LOCUSTFILE.replace("from locust import HttpUser", "from locust import task")
     source = source.replace("class Shopper(HttpUser)", "class Shopper(PoolbenchUser)")
-    (tmp_path / "open.py").write_text("from poolbench.load.common import PoolbenchUser\n" + source)
+    (tmp_path / "open.py").write_text("from poolbench.load import PoolbenchUser\n" + source)
     spec = load_spec(write(tmp_path, 'locustfile = "open.py"\nopen_model_rps = 2\n'))
     assert spec.kind == "slo"
+
+
+def python_spec(**tables: object) -> SweepSpec:
+    return SweepSpec(name="x", scenario="single_query", **tables)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "build"),
+    [
+        ("[grid]\npool_size = [0]\n", lambda: python_spec(grid=Grid(pool_size=(0,)))),
+        ("[grid]\npools = [1]\n", lambda: python_spec(grid=Grid(**{"pools": (1,)}))),
+        ("[timing]\nduration_s = 0\n", lambda: python_spec(timing=Timing(duration_s=0))),
+        ("[workload]\nseed_users = 0\n", lambda: python_spec(workload=Workload(seed_users=0))),
+        ("[slo]\np95_ms = -1\n", lambda: python_spec(slo=Slo(p95_ms=-1))),
+        (
+            "[fleet]\nmax_connections = 10\nreserved_connections = 10\n",
+            lambda: python_spec(fleet=Fleet(max_connections=10, reserved_connections=10)),
+        ),
+        ('kind = "slo"\n', lambda: python_spec(kind="slo")),
+        ('shape = "zigzag"\n', lambda: python_spec(shape="zigzag")),
+        (
+            "[grid]\nsim_latency_ms = [1]\n[workload]\nsim_latency_ms = 2\n",
+            lambda: python_spec(
+                grid=Grid(sim_latency_ms=(1,)), workload=Workload(sim_latency_ms=2)
+            ),
+        ),
+        (
+            '[target]\nurl = "http://127.0.0.1:9000"\nrestart_cmd = "cd ${HOME}"\n',
+            lambda: python_spec(
+                target=Target(url="http://127.0.0.1:9000", restart_cmd="cd ${HOME}")
+            ),
+        ),
+    ],
+    ids=["axis", "unknown", "timing", "workload", "slo", "fleet", "kind", "shape", "twice", "cmd"],
+)
+def test_a_spec_built_in_python_fails_as_its_toml_does(
+    tmp_path: Path, text: str, build: Callable[[], SweepSpec]
+) -> None:
+    path = write(tmp_path, 'scenario = "single_query"\n' + text)
+    with pytest.raises(UsageError) as from_toml:
+        load_spec(path)
+    with pytest.raises(UsageError) as from_python:
+        build()
+    assert str(from_toml.value) == f"spec {path}: {from_python.value}"
+    assert "\n" not in str(from_python.value)
+
+
+def test_a_stored_spec_loads_without_its_files(tmp_path: Path) -> None:
+    stored = {"name": "old", "scenario": "renamed_since", "kind": "capacity"}
+    assert spec_from_dict(stored, source="manifest.json", check_files=False).name == "old"
+    with pytest.raises(UsageError, match="scenarios/renamed_since.py is not a scenario"):
+        spec_from_dict(stored, source="x.toml")
+    # Older manifests stored a swept axis's [workload] value as well.
+    twice = stored | {"grid": {"sim_latency_ms": [1, 2]}, "workload": {"sim_latency_ms": 0}}
+    spec = spec_from_dict(twice, source="manifest.json", check_files=False)
+    assert spec.grid.sim_latency_ms == (1.0, 2.0)
+
+
+def test_a_spec_sweeping_a_workload_axis_round_trips(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, 'scenario = "single_query"\n[grid]\nthink_time_s = [0, 1]\n'))
+    assert "think_time_s" not in spec.to_dict()["workload"]
+    assert spec_from_dict(spec.to_dict(), source="manifest") == spec
+
+
+def test_a_grid_of_too_many_runs_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    axis = list(range(1, 1001))
+    grid = f"[grid]\npool_size = {axis}\nusers = {axis}\n"
+    path = write(tmp_path, 'scenario = "single_query"\n' + grid)
+    with pytest.raises(UsageError, match="grid: more than 10,000 runs"):
+        load_spec(path)

@@ -7,31 +7,50 @@ or PgBouncer's server pool); `Fleet` says whether the whole fleet's demand fits 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Self
 
-from poolbench.errors import UsageError
+from pydantic import AfterValidator, Field, model_validator
 
-DEFAULT_SLO_P95_MS = 250.0
-DEFAULT_SLO_MAX_ERROR_RATE = 0.01
-DEFAULT_INSTANCES = 1
-DEFAULT_WORKERS_PER_INSTANCE = 1
-DEFAULT_FLEET_MAX_CONNECTIONS = 100
-DEFAULT_RESERVED_CONNECTIONS = 3
-DEFAULT_PGBOUNCER_INSTANCES = 1
-DEFAULT_APP_WORKERS = 1
+from poolbench.checks import MAX_MS, FieldError, SpecModel, fraction, integer, number
+from poolbench.defaults import (
+    DEFAULT_APP_WORKERS,
+    DEFAULT_FLEET_MAX_CONNECTIONS,
+    DEFAULT_INSTANCES,
+    DEFAULT_PGBOUNCER_INSTANCES,
+    DEFAULT_RESERVED_CONNECTIONS,
+    DEFAULT_SLO_MAX_ERROR_RATE,
+    DEFAULT_SLO_P95_MS,
+    DEFAULT_WORKERS_PER_INSTANCE,
+)
+
 # How the app reaches Postgres: its own pools straight to the server, or through a PgBouncer in
 # transaction mode whose server pool (default_pool_size) is what Postgres sees.
 DIRECT, PGBOUNCER = "direct", "pgbouncer"
+_ENDPOINT = re.compile(r"^\S+ \S.*$")  # Locust's request_type and name: `POST /orders`
+P95Ms = Annotated[float | None, number(0, MAX_MS, strict=True, optional=True)]
+ErrorRate = Annotated[float | None, fraction(optional=True)]
 
 
-@dataclass(frozen=True, kw_only=True)
-class EndpointSlo:
+def _endpoint_name(name: str) -> str:
+    if not _ENDPOINT.match(name):
+        raise ValueError('must be a request type and name, e.g. "POST /orders"')
+    return name
+
+
+class EndpointSlo(SpecModel):
     """One endpoint's objective, `[slo.endpoints."POST /orders"]` (None: that part is not set)."""
 
-    p95_ms: float | None = None
-    max_error_rate: float | None = None
+    p95_ms: P95Ms = None
+    max_error_rate: ErrorRate = None
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> Self:
+        if self.p95_ms is None and self.max_error_rate is None:
+            raise FieldError((), "must set p95_ms and/or max_error_rate")
+        return self
 
     def failure(self, figures: Mapping[str, Any]) -> str | None:
         """Why one run's figures of the endpoint (an endpoints.csv row) miss it, or None.
@@ -47,8 +66,7 @@ class EndpointSlo:
         return Slo(p95_ms=self.p95_ms, max_error_rate=self.max_error_rate).describe()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Slo:
+class Slo(SpecModel):
     """The service level a recommended configuration must meet (None: that part is not set).
 
     `p95_ms` and `max_error_rate` hold for all requests together; `endpoints` adds objectives
@@ -56,9 +74,12 @@ class Slo:
     can pass on the aggregate while one of its endpoints misses.
     """
 
-    p95_ms: float | None = DEFAULT_SLO_P95_MS
-    max_error_rate: float | None = DEFAULT_SLO_MAX_ERROR_RATE
-    endpoints: Mapping[str, EndpointSlo] = field(default_factory=dict)
+    table = "slo"
+    p95_ms: P95Ms = DEFAULT_SLO_P95_MS
+    max_error_rate: ErrorRate = DEFAULT_SLO_MAX_ERROR_RATE
+    endpoints: Mapping[Annotated[str, AfterValidator(_endpoint_name)], EndpointSlo] = Field(
+        default_factory=dict
+    )
 
     @classmethod
     def unset(cls) -> Slo:
@@ -169,8 +190,7 @@ class Demand:
         return max(self.pgbouncer_pool_size, self.measured_peak or 0.0)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Fleet:
+class Fleet(SpecModel):
     """The production fleet sharing one database's connection budget.
 
     Every worker process of every instance opens its own pools, so with the apps connecting
@@ -179,23 +199,22 @@ class Fleet:
     default_pool_size` instead (see `Demand`).
     """
 
-    instances: int = DEFAULT_INSTANCES
-    workers_per_instance: int = DEFAULT_WORKERS_PER_INSTANCE
-    max_connections: int = DEFAULT_FLEET_MAX_CONNECTIONS
-    reserved_connections: int = DEFAULT_RESERVED_CONNECTIONS
-    pgbouncer_instances: int = DEFAULT_PGBOUNCER_INSTANCES
+    table = "fleet"
+    instances: Annotated[int, integer(1)] = DEFAULT_INSTANCES
+    workers_per_instance: Annotated[int, integer(1)] = DEFAULT_WORKERS_PER_INSTANCE
+    max_connections: Annotated[int, integer(1)] = DEFAULT_FLEET_MAX_CONNECTIONS
+    reserved_connections: Annotated[int, integer(0)] = DEFAULT_RESERVED_CONNECTIONS
+    pgbouncer_instances: Annotated[int, integer(1)] = DEFAULT_PGBOUNCER_INSTANCES
+
+    @model_validator(mode="after")
+    def _leaves_connections(self) -> Self:
+        if self.reserved_connections >= self.max_connections:
+            raise FieldError("reserved_connections", "must be below fleet.max_connections")
+        return self
 
     def with_overrides(self, **overrides: int | None) -> Fleet:
-        """Return the fleet with the given (non-None) fields replaced and checked."""
-        fleet = replace(self, **{k: v for k, v in overrides.items() if v is not None})
-        if fleet.instances < 1 or fleet.workers_per_instance < 1 or fleet.pgbouncer_instances < 1:
-            raise UsageError("fleet: instances, workers and PgBouncer instances must be >= 1")
-        if fleet.budget < 1:
-            raise UsageError(
-                f"fleet: max_connections {fleet.max_connections} minus reserved "
-                f"{fleet.reserved_connections} leaves no connections"
-            )
-        return fleet
+        """Return the fleet with the given (non-None) fields replaced, checked as in a spec."""
+        return Fleet(**(self.model_dump() | {k: v for k, v in overrides.items() if v is not None}))
 
     @property
     def processes(self) -> int:

@@ -12,17 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from poolbench.defaults import (
+    DEFAULT_FANOUT_CALLS,
+    DEFAULT_OPEN_MODEL_MAX_INFLIGHT,
+    DEFAULT_OPEN_MODEL_RPS,
+    DEFAULT_QUERIES_PER_REQUEST,
+    DEFAULT_SEED_USERS,
+    DEFAULT_SHAPE,
+    DEFAULT_SPAWN_RATE,
+    DEFAULT_THINK_TIME_S,
+    DEFAULT_USERS,
+)
+
 PREFIX = "POOLBENCH_"
-DEFAULT_SEED_USERS = 1000
-DEFAULT_QUERIES = 1
-DEFAULT_FANOUT_CALLS = 5
-DEFAULT_USERS = 32
-DEFAULT_SPAWN_RATE = 100.0
-DEFAULT_DURATION_S = 60.0
+# For a locustfile run by hand: the whole run (warm-up included), and the step shape's steps.
+DEFAULT_RUN_S = 60.0
 DEFAULT_STEPS = 5
-# Concurrent open-model requests per Locust process. Generous: reaching it means the server
-# is far behind the offered rate; the run then reports the dropped arrivals.
-DEFAULT_MAX_INFLIGHT = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,15 +36,15 @@ class ScenarioEnv:
 
     warmup_s: float = 0.0
     seed_users: int = DEFAULT_SEED_USERS
-    think_time_s: float = 0.0
-    open_rps: float = 0.0  # per user; > 0 makes each user a Poisson arrival process
-    max_inflight: int = DEFAULT_MAX_INFLIGHT  # open model: the cap per Locust process
-    queries: int = DEFAULT_QUERIES
+    think_time_s: float = DEFAULT_THINK_TIME_S
+    open_rps: float = DEFAULT_OPEN_MODEL_RPS  # per user; > 0: each user a Poisson arrival process
+    max_inflight: int = DEFAULT_OPEN_MODEL_MAX_INFLIGHT  # open model: the cap per Locust process
+    queries: int = DEFAULT_QUERIES_PER_REQUEST
     fanout_calls: int = DEFAULT_FANOUT_CALLS
-    shape: str = "constant"
+    shape: str = DEFAULT_SHAPE
     users: int = DEFAULT_USERS
     spawn_rate: float = DEFAULT_SPAWN_RATE
-    duration_s: float = DEFAULT_DURATION_S  # the whole run, warm-up included
+    duration_s: float = DEFAULT_RUN_S  # the whole run, warm-up included
     steps: int = DEFAULT_STEPS  # the step shape's steps
     # Where each Locust process writes its window files; None for a remote worker.
     out_dir: Path | None = None

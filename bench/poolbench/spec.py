@@ -1,23 +1,52 @@
-"""The sweep spec as frozen value objects: grid, workload, timing, SLO, fleet, target, points."""
+"""The sweep spec: SweepSpec, checked across its tables when it is made, and its runs (Point).
+
+`SweepSpec` is the one definition of a spec: `specfile` reads TOML into it and a Python caller
+builds it directly; both pass the same checks (its tables in `spectables` and `objectives`,
+the field checks in `checks`) and fail with the same one-line error naming the field.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Self
 
-from poolbench.locustfiles import scenario_path
-from poolbench.objectives import (
-    DEFAULT_APP_WORKERS,
-    DIRECT,
-    PGBOUNCER,
-    Fleet,
-    Slo,
+from pydantic import Field, PlainValidator, ValidationInfo, model_validator
+
+from poolbench.checks import (
+    MAX_POINTS,
+    MAX_RATE,
+    FieldError,
+    SpecModel,
+    any_text,
+    integer,
+    non_empty_text,
+    number,
+    one_of,
+    text,
 )
-from poolbench.sample_app.config import settings_env
-from poolbench.scenario_env import DEFAULT_MAX_INFLIGHT
+from poolbench.defaults import (
+    DEFAULT_APP_WORKERS,
+    DEFAULT_CAPACITY_USERS_PER_CONNECTION,
+    DEFAULT_OPEN_MODEL_MAX_INFLIGHT,
+    DEFAULT_OPEN_MODEL_RPS,
+    DEFAULT_SHAPE,
+)
+from poolbench.locustfiles import (
+    OPEN_MODEL_USER,
+    defines_user,
+    known_scenarios,
+    scenario_path,
+    user_classes,
+)
+from poolbench.objectives import DIRECT, PGBOUNCER, Fleet, Slo
 from poolbench.shipped import WINDOW_PLUGIN
+from poolbench.spectables import DEFAULT_POOLER, WORKLOAD_AXES, Grid, Target, Timing, Workload
+
+__all__ = ["Grid", "Point", "SweepSpec", "Target", "Timing", "Workload"]
 
 SHAPES = ("constant", "step", "spike")
 # What a sweep measures. slo: the open model at the target rate, for the smallest config meeting
@@ -29,89 +58,8 @@ SLO, CAPACITY = "slo", "capacity"
 # size (poolbench.sweep.search).
 GRID, ADAPTIVE = "grid", "adaptive"
 SEARCHES = (GRID, ADAPTIVE)
-# Capacity points need users well above the pool: this many times the largest pool by default.
-DEFAULT_CAPACITY_USERS_PER_CONNECTION = 4
-
-# Every default of the spec, in one place.
-DEFAULT_SHAPE = "constant"
-DEFAULT_OPEN_MODEL_RPS = 0.0
-DEFAULT_OPEN_MODEL_MAX_INFLIGHT = DEFAULT_MAX_INFLIGHT  # per Locust process
-DEFAULT_POOL_SIZE = 5
-DEFAULT_MAX_OVERFLOW = 10
-DEFAULT_HTTP_CONCURRENCY_LIMIT = 20
-DEFAULT_USERS = 32
-DEFAULT_PG_MAX_SIZE = 10
-DEFAULT_PG_MAX_CONNECTIONS = 100
-DEFAULT_QUERIES_PER_REQUEST = 1
-DEFAULT_SIM_LATENCY_MS = 0.0
-DEFAULT_THINK_TIME_S = 0.0
-DEFAULT_FANOUT_CALLS = 5
-DEFAULT_DOWNSTREAM_LATENCY_MS = 20.0
-DEFAULT_SEED_USERS = 1000
-DEFAULT_REPETITIONS = 1
-DEFAULT_WARMUP_S = 3.0
-DEFAULT_DURATION_S = 10.0
-DEFAULT_SPAWN_RATE = 100.0
-DEFAULT_HEALTH_PATH = "/health"
-POOLERS = (DIRECT, PGBOUNCER)
-DEFAULT_POOLER = DIRECT
-DEFAULT_PGBOUNCER_POOL_SIZE = 20  # PgBouncer's own default_pool_size
-
-
-@dataclass(frozen=True, kw_only=True)
-class Grid:
-    """Swept axes: the cartesian product of these lists is the set of points."""
-
-    pool_size: tuple[int, ...] = (DEFAULT_POOL_SIZE,)
-    max_overflow: tuple[int, ...] = (DEFAULT_MAX_OVERFLOW,)
-    http_concurrency_limit: tuple[int, ...] = (DEFAULT_HTTP_CONCURRENCY_LIMIT,)
-    users: tuple[int, ...] = (DEFAULT_USERS,)
-    pg_max_size: tuple[int, ...] = (DEFAULT_PG_MAX_SIZE,)
-    pg_max_connections: tuple[int, ...] = (DEFAULT_PG_MAX_CONNECTIONS,)
-    queries_per_request: tuple[int, ...] = (DEFAULT_QUERIES_PER_REQUEST,)
-    # Production shape: uvicorn worker processes, each with its own pools, and the pooler.
-    app_workers: tuple[int, ...] = (DEFAULT_APP_WORKERS,)
-    pooler: tuple[str, ...] = (DEFAULT_POOLER,)
-    # PgBouncer's default_pool_size: an axis of pgbouncer points only (direct points run once).
-    pgbouncer_pool_size: tuple[int, ...] = (DEFAULT_PGBOUNCER_POOL_SIZE,)
-    # Extra axes: empty means "the [workload] value".
-    sim_latency_ms: tuple[float, ...] = ()
-    think_time_s: tuple[float, ...] = ()
-    fanout_calls: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Workload:
-    """What each request does, when not swept."""
-
-    sim_latency_ms: float = DEFAULT_SIM_LATENCY_MS
-    think_time_s: float = DEFAULT_THINK_TIME_S
-    fanout_calls: int = DEFAULT_FANOUT_CALLS
-    downstream_latency_ms: float = DEFAULT_DOWNSTREAM_LATENCY_MS
-    seed_users: int = DEFAULT_SEED_USERS
-
-
-@dataclass(frozen=True, kw_only=True)
-class Timing:
-    """How long and how often each point runs."""
-
-    repetitions: int = DEFAULT_REPETITIONS
-    warmup_s: float = DEFAULT_WARMUP_S
-    duration_s: float = DEFAULT_DURATION_S
-    spawn_rate: float = DEFAULT_SPAWN_RATE
-
-
-@dataclass(frozen=True, kw_only=True)
-class Target:
-    """Bring your own app: restart it per point with `restart_cmd`, then load `url`."""
-
-    url: str
-    restart_cmd: str
-    health_path: str = DEFAULT_HEALTH_PATH
-    # Where the target's CPU and memory are measured from (neither: not measured): a file the
-    # restart writes the service's pid to, and/or the service's cgroup (v2) directory.
-    pid_file: str | None = None
-    cgroup: str | None = None
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,21 +90,6 @@ class Point:
     warmup_s: float
     duration_s: float
 
-    def app_env(self) -> dict[str, str]:
-        """Return the sample app's settings for this point as env vars (of every worker)."""
-        env = settings_env(
-            db_pool_size=self.pool_size,
-            db_max_overflow=self.max_overflow,
-            http_concurrency_limit=self.http_concurrency_limit,
-            pg_pool_max_size=self.pg_max_size,
-            sim_query_latency_ms=float(self.sim_latency_ms),
-        )
-        if self.pooler == PGBOUNCER:
-            # Transaction pooling: a server connection's prepared statements are not this
-            # client's (PgBouncer 1.18 has no max_prepared_statements).
-            env |= settings_env(db_prepared_statements=False)
-        return env
-
     @property
     def process_connections(self) -> int:
         """Every connection one app process may open: both pools."""
@@ -180,28 +113,149 @@ class Point:
         }
 
 
-@dataclass(frozen=True, kw_only=True)
-class SweepSpec:
-    """A whole sweep, resolved: every default filled in and every override applied."""
+def _name(value: object) -> str:
+    name = non_empty_text(value)
+    if not _NAME.match(name):
+        raise ValueError("must be letters, digits, '.', '_' or '-' (it names a directory)")
+    return name
 
-    name: str
-    scenario: str
+
+def _app_env(value: object) -> dict[str, str]:
+    """Extra settings of the app: TOML strings, numbers and booleans, as env var strings."""
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a table")
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise FieldError((str(key),), "must be an UPPER_CASE environment variable name")
+        if isinstance(item, bool):
+            env[key] = "true" if item else "false"
+        elif isinstance(item, str | int | float):
+            env[key] = str(item)
+        else:
+            raise FieldError((key,), "must be a string, number or boolean")
+    return env
+
+
+class SweepSpec(SpecModel):
+    """A whole sweep, resolved: every default filled in and every override applied.
+
+    Validation context (`specfile`): `base_dir`, what a relative locustfile is relative to (else
+    the working directory), and `check_files=False` for a stored spec, whose files need not
+    exist here.
+    """
+
+    name: Annotated[str, PlainValidator(_name)]
+    # A scenarios/ file's name; for a locustfile of the user's own, the file's stem.
+    scenario: Annotated[str, text()] = ""
     # A locustfile of the user's own (absolute path); None: scenarios/<scenario>.py.
-    locustfile: str | None = None
-    kind: str = CAPACITY
-    search: str = GRID
-    shape: str = DEFAULT_SHAPE
-    open_model_rps: float = DEFAULT_OPEN_MODEL_RPS
-    capacity_users: int | None = None
-    open_model_max_inflight: int = DEFAULT_OPEN_MODEL_MAX_INFLIGHT
-    description: str = ""
-    grid: Grid = field(default_factory=Grid)
-    workload: Workload = field(default_factory=Workload)
-    timing: Timing = field(default_factory=Timing)
-    slo: Slo = field(default_factory=Slo)
-    fleet: Fleet = field(default_factory=Fleet)
+    locustfile: Annotated[str | None, text(optional=True)] = None
+    # Not given: implied by the load model (open model: slo, closed loop: capacity).
+    kind: Annotated[str, one_of(KINDS)] = CAPACITY
+    search: Annotated[str, one_of(SEARCHES)] = GRID
+    shape: Annotated[str, one_of(SHAPES)] = DEFAULT_SHAPE
+    open_model_rps: Annotated[float, number(0, MAX_RATE)] = DEFAULT_OPEN_MODEL_RPS
+    capacity_users: Annotated[int | None, integer(1, optional=True)] = None
+    open_model_max_inflight: Annotated[int, integer(1)] = DEFAULT_OPEN_MODEL_MAX_INFLIGHT
+    description: Annotated[str, PlainValidator(any_text)] = ""
+    grid: Grid = Field(default_factory=Grid)
+    workload: Workload = Field(default_factory=Workload)
+    timing: Timing = Field(default_factory=Timing)
+    slo: Slo = Field(default_factory=Slo)
+    fleet: Fleet = Field(default_factory=Fleet)
     target: Target | None = None
-    app_env: Mapping[str, str] = field(default_factory=dict)
+    app_env: Annotated[Mapping[str, str], PlainValidator(_app_env)] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any, info: ValidationInfo) -> Any:
+        """A locustfile's absolute path and scenario name, and the kind the load model implies."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if data.get("locustfile") is not None:
+            if "scenario" in data:
+                raise FieldError("locustfile", "give scenario or locustfile, not both")
+            try:
+                given = Path(non_empty_text(data["locustfile"])).expanduser()
+            except ValueError as exc:
+                raise FieldError("locustfile", str(exc)) from None
+            path = (Path((info.context or {}).get("base_dir", ".")) / given).resolve()
+            data["locustfile"], data["scenario"] = str(path), path.stem
+        elif "scenario" not in data:
+            raise FieldError(
+                "scenario",
+                "missing (a file in scenarios/, e.g. single_query; or locustfile = your own file)",
+            )
+        if data.get("kind") is None:
+            rps = data.get("open_model_rps")
+            data["kind"] = SLO if isinstance(rps, int | float) and rps > 0 else CAPACITY
+        return data
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> Self:
+        """The checks across fields, in the order a reader of the spec would fix them."""
+        check_files = (info.context or {}).get("check_files", True)
+        self._check_load(check_files=check_files)
+        self._check_kind()
+        if check_files:  # manifests before to_dict dropped swept axes gave them twice
+            given = self.workload.model_fields_set
+            for axis in WORKLOAD_AXES:
+                if getattr(self.grid, axis) and axis in given:
+                    raise FieldError(("grid", axis), "also set in [workload]: give it in one place")
+        if sum(1 for _ in itertools.islice(self._runs(), MAX_POINTS + 1)) > MAX_POINTS:
+            runs = f"more than {MAX_POINTS:,} runs"
+            raise FieldError("grid", f"{runs} (grid x repetitions); at most {MAX_POINTS:,}")
+        if self.target is not None:
+            if self.grid.app_workers != (1,) or self.grid.pooler != (DIRECT,):
+                raise FieldError(
+                    "target",
+                    "grid.app_workers and grid.pooler shape the sample app the sweep starts; "
+                    "with a [target] your restart_cmd decides its workers and pooler",
+                )
+            self.target.restart_command(self.points()[0])  # at load time, not mid-sweep
+        return self
+
+    def _check_load(self, *, check_files: bool) -> None:
+        """The locustfile or scenario exists and defines users that fit the load model."""
+        if self.locustfile is None:
+            if not _NAME.match(self.scenario) or (
+                check_files and not defines_user(scenario_path(self.scenario))
+            ):
+                raise FieldError(
+                    "scenario",
+                    f"scenarios/{self.scenario}.py is not a scenario: no such file, or it "
+                    f"defines no Locust user class (known: {', '.join(known_scenarios())})",
+                )
+            return
+        if not check_files:
+            return
+        path = Path(self.locustfile)
+        if not defines_user(path):
+            raise FieldError(
+                "locustfile", f"{path}: no such file, or it defines no Locust user class"
+            )
+        if self.open_model_rps > 0 and not all(
+            OPEN_MODEL_USER in bases for bases in user_classes(path)
+        ):
+            raise FieldError(
+                "open_model_rps",
+                f"the open model needs users derived from poolbench.load's {OPEN_MODEL_USER}; "
+                f"{path} runs its users' own loop (a closed loop: kind = capacity)",
+            )
+
+    def _check_kind(self) -> None:
+        if self.kind in (SLO, "both") and self.open_model_rps <= 0:
+            raise FieldError(
+                "kind",
+                f"{self.kind} needs open_model_rps > 0 (the per-user arrival rate of the target)",
+            )
+        if self.kind == CAPACITY and self.open_model_rps > 0:
+            raise FieldError(
+                "kind",
+                "capacity is a closed loop: drop open_model_rps, or use kind = both for an SLO "
+                "sweep at that rate as well",
+            )
 
     @property
     def locust_files(self) -> tuple[str, ...]:
@@ -212,12 +266,15 @@ class SweepSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the spec in its TOML layout (what manifest.json stores)."""
-        raw = asdict(self)
+        raw = self.model_dump()
         if self.locustfile is None:
             del raw["locustfile"]
         else:
             del raw["scenario"]  # the file names it
         raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if v}
+        for axis in WORKLOAD_AXES:
+            if axis in raw["grid"]:
+                del raw["workload"][axis]  # swept: the grid gives it, and only there
         raw["app_env"] = dict(self.app_env)
         if self.target is None:
             del raw["target"]
@@ -229,19 +286,20 @@ class SweepSpec:
         Repetitions are the outer loop so slow drift of the machine spreads over all points;
         points sharing a Postgres setting run together so one server serves them.
         """
+        return sorted(self._runs(), key=lambda p: p.pg_max_connections)
+
+    def _runs(self) -> Iterator[Point]:
+        """Every run, repetitions outermost; lazily, so counting them stops at MAX_POINTS."""
         axes = _axes(self)
         varying = {name for name, values in axes.items() if len(values) > 1}
         if len(self.grid.pgbouncer_pool_size) > 1 and PGBOUNCER in self.grid.pooler:
             varying.add("pgbouncer_pool_size")
         experiments = (SLO, CAPACITY) if self.kind == "both" else (self.kind,)
-        points = [
-            self._point(values, rep, varying, experiment)
-            for rep in range(1, self.timing.repetitions + 1)
-            for experiment in experiments
-            for combo in itertools.product(*axes.values())
-            for values in self._pooled(dict(zip(axes, combo, strict=True)))
-        ]
-        return sorted(points, key=lambda p: p.pg_max_connections)
+        for rep in range(1, self.timing.repetitions + 1):
+            for experiment in experiments:
+                for combo in itertools.product(*axes.values()):
+                    for values in self._pooled(dict(zip(axes, combo, strict=True))):
+                        yield self._point(values, rep, varying, experiment)
 
     def _pooled(self, values: dict[str, Any]) -> list[dict[str, Any]]:
         """A combo once per PgBouncer pool size when it goes through PgBouncer, else once."""
