@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +162,31 @@ def test_scram_pass_through_for_both_pools_and_the_admin_console(cluster: Databa
             )
         pid = bouncer.pid
     assert not tmp.exists() and not psutil.pid_exists(pid or 0)
+
+
+OWNER_SCRIPT = """
+import time
+from poolbench.sweep.pg import PostgresServer
+from poolbench.sweep.pgbouncer import PgBouncerServer
+with PostgresServer() as db, PgBouncerServer(db) as bouncer:
+    print(db.pid, bouncer.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_pgbouncer_and_postgres_stop_when_their_owner_gets_sigterm() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as owner:
+        assert owner.stdout is not None
+        pids = [int(pid) for pid in owner.stdout.readline().split()]
+        assert len(pids) == 2 and all(psutil.pid_exists(pid) for pid in pids)
+        owner.send_signal(signal.SIGTERM)
+        owner.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(psutil.pid_exists(pid) for pid in pids)
 
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ from poolbench.results import MANIFEST_FILE, WORKER_SCRIPT, finished_runs, read_
 from poolbench.spec import ADAPTIVE, CAPACITY, SEARCHES, Point, SweepSpec
 from poolbench.specfile import load_spec, parse_override, spec_from_dict
 from poolbench.sweep.commands import DEFAULT_MASTER_BIND_HOST, RemoteWorkers
-from poolbench.sweep.pg import DSN_ENV, check_database, free_port, parse_dsn
+from poolbench.sweep.dsn import DSN_ENV, check_database, parse_dsn
+from poolbench.sweep.pg import free_port
 from poolbench.sweep.runner import Measured, SweepListener, run_sweep
 from poolbench.sweep.sweepdir import SweepDir
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from poolbench.sweep.pg import die_with_parent
+from poolbench.sweep.procgroup import die_with_parent
 
 APP = "poolbench.sample_app.main:app"
 DEFAULT_BACKLOG = 2048  # uvicorn's default

@@ -16,7 +16,8 @@ from poolbench.results import LOCUST_CSV_PREFIX
 from poolbench.sample_app.config import settings_env
 from poolbench.scenario_env import ScenarioEnv
 from poolbench.spec import Point, SweepSpec
-from poolbench.sweep.pg import DSN_ENV, free_port
+from poolbench.sweep.dsn import DSN_ENV
+from poolbench.sweep.pg import free_port
 
 DEFAULT_ORDERS_PER_USER = 3
 DEFAULT_ITEMS_PER_ORDER = 3

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import os
 import pwd
 import shutil
@@ -24,26 +23,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
 
 import asyncpg
 
+from poolbench.defaults import DEFAULT_PGBOUNCER_POOL_SIZE
 from poolbench.errors import RunError, UsageError
 from poolbench.results import PGBOUNCER_COLUMNS
-from poolbench.sweep.pg import (
-    Database,
-    die_with_parent,
-    file_tail,
-    free_port,
-    parse_dsn,
-    unprivileged_user,
-)
+from poolbench.sweep.dsn import Dsn
+from poolbench.sweep.pg import LOOPBACK, Database, free_port, unprivileged_user
 from poolbench.sweep.pgwire import SimpleQueryClient, WireError
+from poolbench.sweep.procgroup import file_tail, spawn_leader, stop_group, unwind_on_sigterm
 
-DEFAULT_POOL_SIZE = 20  # PgBouncer's own default_pool_size
 DEFAULT_MAX_CLIENT_CONN = 500
 DEFAULT_START_TIMEOUT_S = 15.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
+STOP_SIGNAL = signal.SIGTERM  # immediate shutdown; SIGINT would wait for every client to leave
+LOG_NAME = "pgbouncer.log"
 DEFAULT_SAMPLE_INTERVAL_S = 0.15
 ADMIN_DATABASE = "pgbouncer"
 DIR_PREFIX = "poolbench-pgb-"
@@ -83,26 +78,12 @@ async def _scram_verifier(dsn: str, user: str) -> str:
     return secret
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Upstream:
-    user: str
-    password: str
-    host: str
-    port: int
-    dbname: str
-
-
-def _upstream(dsn: str) -> _Upstream:
-    parts = urlsplit(parse_dsn(dsn))
-    if not parts.password or not parts.hostname or not parts.port:
+def _upstream(dsn: str) -> tuple[Dsn, str]:
+    """The Postgres to pool and its password (PgBouncer's clients log in with it)."""
+    upstream = Dsn.parse(dsn)
+    if not upstream.password or not upstream.tcp:
         raise RunError("PgBouncer needs a TCP Postgres with a password (the throwaway cluster)")
-    return _Upstream(
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password),
-        host=parts.hostname,
-        port=parts.port,
-        dbname=unquote(parts.path.lstrip("/")),
-    )
+    return upstream, upstream.password
 
 
 class PgBouncerServer:
@@ -112,13 +93,13 @@ class PgBouncerServer:
         self,
         upstream: Database,
         *,
-        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_size: int = DEFAULT_PGBOUNCER_POOL_SIZE,
         max_client_conn: int = DEFAULT_MAX_CLIENT_CONN,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be >= 1")
-        self.upstream = _upstream(upstream.dsn)
+        self.upstream, self._password = _upstream(upstream.dsn)
         self._upstream_dsn = upstream.dsn
         self.pool_size = pool_size
         self.max_client_conn = max_client_conn
@@ -136,9 +117,7 @@ class PgBouncerServer:
         """Where the app connects: PgBouncer's port, the cluster's user, password and database."""
         if self.port is None:
             raise RuntimeError("pgbouncer not started")
-        up = self.upstream
-        userinfo = f"{quote(up.user, safe='')}:{quote(up.password, safe='')}"
-        return f"postgresql://{userinfo}@127.0.0.1:{self.port}/{quote(up.dbname, safe='')}"
+        return self.upstream.at(LOOPBACK, self.port).url
 
     @property
     def database(self) -> Database:
@@ -149,10 +128,10 @@ class PgBouncerServer:
         if self.port is None:
             raise RuntimeError("pgbouncer not started")
         return SimpleQueryClient(
-            host="127.0.0.1",
+            host=LOOPBACK,
             port=self.port,
             user=self.upstream.user,
-            password=self.upstream.password,
+            password=self._password,
             database=ADMIN_DATABASE,
         )
 
@@ -165,7 +144,7 @@ class PgBouncerServer:
                 "[databases]",
                 f"{up.dbname} = host={up.host} port={up.port} dbname={up.dbname}",
                 "[pgbouncer]",
-                "listen_addr = 127.0.0.1",
+                f"listen_addr = {LOOPBACK}",
                 f"listen_port = {self.port}",
                 f"unix_socket_dir = {self._tmp / 'sock'}",
                 "unix_socket_mode = 0700",
@@ -217,17 +196,9 @@ class PgBouncerServer:
 
     def _launch(self, binary: Path, user: str | None) -> None:
         assert self._tmp is not None
-        log = open(self._tmp / "pgbouncer.log", "wb")  # noqa: SIM115 - handed to the child
-        with log:
-            self.process = subprocess.Popen(
-                [str(binary), str(self._tmp / "pgbouncer.ini")],
-                user=user,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
+        argv = [str(binary), str(self._tmp / "pgbouncer.ini")]
+        self.process = spawn_leader(argv, log_path=self._tmp / LOG_NAME, user=user)
+        unwind_on_sigterm()
 
     def _wait_ready(self) -> None:
         assert self.process is not None
@@ -246,18 +217,13 @@ class PgBouncerServer:
         raise RunError(f"pgbouncer not ready after {self.start_timeout_s:.0f} s ({last})")
 
     def log_tail(self, lines: int = 3) -> str:
-        return file_tail(self._tmp / "pgbouncer.log" if self._tmp else None, lines)
+        return file_tail(self._tmp / LOG_NAME if self._tmp else None, lines)
 
     def stop(self) -> None:
         """SIGTERM (immediate shutdown), then SIGKILL; delete the directory. Idempotent."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, sig)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=DEFAULT_STOP_TIMEOUT_S)
-                    break
+        if process is not None:
+            stop_group(process, STOP_SIGNAL, DEFAULT_STOP_TIMEOUT_S)
         tmp, self._tmp = self._tmp, None
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

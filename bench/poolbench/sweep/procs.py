@@ -1,24 +1,23 @@
-"""Child processes in their own process groups, and a registry that stops them all."""
+"""A registry of the sweep's child process groups and cleanups, undone on exit or signal."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import psutil
 
-from poolbench.errors import Interrupted
-from poolbench.sweep.pg import die_with_parent
-
-DEFAULT_STOP_TIMEOUT_S = 10.0
-DEFAULT_KILL_TIMEOUT_S = 5.0
+from poolbench.sweep.procgroup import (
+    DEFAULT_GRACE_S,
+    file_tail,
+    signals_unwind,
+    spawn_leader,
+    stop_group,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,25 +38,7 @@ class Child:
 
     def log_tail(self, lines: int = 3) -> str:
         """Return the last lines of the child's log on one line, for error messages."""
-        if self.log_path is None or not self.log_path.exists():
-            return "no log"
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(line.strip() for line in text[-lines:]) or "empty log"
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+        return file_tail(self.log_path, lines)
 
 
 class Children:
@@ -83,22 +64,7 @@ class Children:
         shell: bool = False,
     ) -> Child:
         """Start argv in a new process group, output to log_path, and register it."""
-        log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            process = subprocess.Popen(
-                argv if not shell else argv[0],
-                env=dict(env),
-                cwd=cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-                shell=shell,
-            )
-        finally:
-            if log_path:
-                log.close()  # type: ignore[union-attr]
+        process = spawn_leader(argv, log_path=log_path, env=env, cwd=cwd, shell=shell)
         child = Child(name=name, process=process, log_path=log_path, stop_signal=stop_signal)
         self._children.append(child)
         return child
@@ -107,23 +73,10 @@ class Children:
         """Run callback at cleanup (e.g. stopping a Postgres server), after the children."""
         self._callbacks.append(callback)
 
-    def stop(self, child: Child, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> int | None:
+    def stop(self, child: Child, timeout_s: float = DEFAULT_GRACE_S) -> int | None:
         """Stop the child's whole group: its stop signal, then SIGKILL after timeout_s."""
-        _signal_group(child.pid, child.stop_signal)
-        try:
-            code: int | None = child.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _signal_group(child.pid, signal.SIGKILL)
-            code = None
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(timeout=DEFAULT_KILL_TIMEOUT_S)
-        # Forked helpers (Locust --processes workers) may outlive their leader.
-        deadline = time.monotonic() + DEFAULT_KILL_TIMEOUT_S
-        while _group_alive(child.pid) and time.monotonic() < deadline:
-            _signal_group(child.pid, signal.SIGKILL)
-            time.sleep(0.05)
-        if child in self._children:
-            self._children.remove(child)
+        code = stop_group(child.process, child.stop_signal, timeout_s)
+        self.release(child)
         return code
 
     def release(self, child: Child) -> None:
@@ -160,25 +113,9 @@ class Children:
         return pids
 
 
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
-
-
 @contextlib.contextmanager
 def supervised() -> Iterator[Children]:
     """Yield a registry; on exit (normal, error, SIGINT or SIGTERM) stop everything in it."""
     children = Children()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, _raise_interrupted)
-    try:
+    with signals_unwind(children.stop_all):
         yield children
-    finally:
-        # A second Ctrl-C must not cut the cleanup short and leave orphans.
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        try:
-            children.stop_all()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
