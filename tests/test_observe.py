@@ -30,7 +30,7 @@ from poolbench.analysis.analyse import analyse
 from poolbench.analysis.load import load_sweep
 from poolbench.observe import base_url, parse_duration
 from poolbench.spec import SLO, Grid, SweepSpec, Timing, Workload
-from poolbench.sweep import commands
+from poolbench.sweep import commands, managed
 from poolbench.sweep.pg import Database, free_port
 from tests.app.app_helpers import create_database, started, wait_http_ok
 from tests.conftest import ROOT
@@ -283,7 +283,7 @@ def observe_under_load(tmp_path: Path, dsn: str) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     database_url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
-    app_env = commands.app_env(
+    app_env = managed.app_env(
         point, spec, database_url=database_url, downstream_url="http://127.0.0.1:9"
     )
     app_env["CREATE_SCHEMA"] = "false"  # the sweep seeded it

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
 import socket
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,52 +185,193 @@ def read_manifest(sweep_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def sweep_ending(manifest: Mapping[str, Any]) -> str | None:
-    """How a sweep that did not finish ended, in words, from its manifest; None if it finished.
+# --- manifest.json and run.json: records that write and read themselves ----------------------
+# A sweep's status in its manifest: `running` until it ends one of the other three ways.
+RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
-    A manifest still saying `running` whose process is gone (SIGKILL, a crash, a reboot) was
-    cut off; one whose process is alive is still running.
+
+def _format_version(data: Mapping[str, Any]) -> int:
+    """The record's format version; a record without one is taken as the current format.
+
+    A newer version is read as far as its keys are known (as every version so far has been).
     """
-    status = manifest.get("status")
-    failed = manifest.get("failed_runs") or [{}]
-    if status in (None, "finished"):
-        return None
-    if status == "failed":
-        last = failed[-1]
-        return f"stopped when run {last.get('run_id', '?')} failed: {last.get('error', '?')}"
-    if status == "interrupted":
-        return "was interrupted (Ctrl-C or SIGTERM)"
-    if status == "running":
-        if still_running(manifest):
-            return f"is still running (pid {manifest['runner']['pid']})"
-        return "was cut off: its manifest still says running but the process that ran it is gone"
-    return f"ended with status {status!r}"
+    version = data.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"format_version {version!r} is not a format version")
+    return version
 
 
-def still_running(manifest: Mapping[str, Any]) -> bool:
-    """Whether the process that wrote a `running` manifest is alive on this host."""
-    runner = manifest.get("runner")
-    if manifest.get("status") != "running" or not isinstance(runner, dict):
-        return False
-    if runner.get("host") != socket.gethostname():
-        return False
-    import psutil  # here, not at the top: Locust processes import this module
-
-    try:
-        process = psutil.Process(int(runner["pid"]))
-        return abs(process.create_time() - float(runner["process_started"])) < 1.0
-    except (psutil.Error, KeyError, TypeError, ValueError):
-        return False
+def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of data that are fields of cls (unknown keys are a newer writer's: skipped)."""
+    return {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
 
 
-def finished_runs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
-    """Return run.json of every complete run in a sweep directory, by run_id."""
-    runs: dict[str, dict[str, Any]] = {}
+def _json_object(data: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what}: expected a JSON object, not {type(data).__name__}")
+    return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """A sweep's manifest.json: the spec it ran, where and with what, and how it ended.
+
+    Every field but `spec` has a default, so a hand-made or older manifest still reads.
+    """
+
+    format_version: int = FORMAT_VERSION
+    spec: dict[str, Any] = field(default_factory=dict)  # SweepSpec.to_dict()
+    spec_path: str | None = None
+    versions: dict[str, str | None] = field(default_factory=dict)
+    git_sha: str | None = None
+    host: dict[str, Any] = field(default_factory=dict)
+    dsn: str | None = None  # redacted, or how the database was chosen
+    # "auto" (no --workers): chosen per run, see RunRecord.locust_processes, locust_workers.
+    locust_processes: int | str | None = None
+    remote_workers: dict[str, Any] | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    status: str | None = None  # None: a manifest from before statuses, taken as finished
+    # Who writes this sweep ({pid, host, process_started}): a `running` manifest whose process
+    # is gone was cut off.
+    runner: dict[str, Any] | None = None
+    points: int | None = None
+    # Only in the file once they happen: resumes, failed runs ({run_id, error, at}), the end.
+    resumed_at: tuple[str, ...] = ()
+    failed_runs: tuple[dict[str, Any], ...] | None = None
+    finished_runs: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The manifest as manifest.json's object (keys only once they happen left out)."""
+        data = dataclasses.asdict(self)
+        if not self.resumed_at:
+            del data["resumed_at"]
+        for key in ("failed_runs", "finished_runs"):
+            if data[key] is None:
+                del data[key]
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> Manifest:
+        """Read manifest.json's object; ValueError when it is not one."""
+        data = _json_object(data, MANIFEST_FILE)
+        known = _known(cls, data) | {"format_version": _format_version(data)}
+        known["resumed_at"] = tuple(known.get("resumed_at") or ())
+        if known.get("failed_runs") is not None:
+            known["failed_runs"] = tuple(known["failed_runs"])
+        return cls(**known)
+
+    @classmethod
+    def read(cls, sweep_dir: Path) -> Manifest | None:
+        """A sweep's manifest (None when there is none); a bad one is a UsageError."""
+        data = read_manifest(sweep_dir)
+        try:
+            return None if data is None else cls.from_json(data)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{Path(sweep_dir) / MANIFEST_FILE}: {exc}") from None
+
+    def ending(self) -> str | None:
+        """How a sweep that did not finish ended, in words; None if it finished.
+
+        A manifest still saying `running` whose process is gone (SIGKILL, a crash, a reboot) was
+        cut off; one whose process is alive is still running.
+        """
+        status = self.status
+        if status in (None, FINISHED):
+            return None
+        if status == FAILED:
+            last = (self.failed_runs or ({},))[-1]
+            return f"stopped when run {last.get('run_id', '?')} failed: {last.get('error', '?')}"
+        if status == INTERRUPTED:
+            return "was interrupted (Ctrl-C or SIGTERM)"
+        if status == RUNNING:
+            if self.still_running():
+                assert self.runner is not None
+                return f"is still running (pid {self.runner['pid']})"
+            return (
+                "was cut off: its manifest still says running but the process that ran it is gone"
+            )
+        return f"ended with status {status!r}"
+
+    def still_running(self) -> bool:
+        """Whether the process that wrote a `running` manifest is alive on this host."""
+        runner = self.runner
+        if self.status != RUNNING or not isinstance(runner, dict):
+            return False
+        if runner.get("host") != socket.gethostname():
+            return False
+        import psutil  # here, not at the top: Locust processes import this module
+
+        try:
+            process = psutil.Process(int(runner["pid"]))
+            return abs(process.create_time() - float(runner["process_started"])) < 1.0
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """One finished run's run.json: its point, its runs.csv figures, what else the run measured.
+
+    `runs.csv` is an index of these: a row is `csv_row(record.point, record.figures)`.
+    """
+
+    format_version: int = FORMAT_VERSION
+    run_id: str
+    point: dict[str, Any] = field(default_factory=dict)  # Point.as_dict()
+    figures: dict[str, Any]  # the runs.csv figures
+    # The measured window: start_epoch, end_epoch, window_s, and whether every Locust process
+    # counted its requests against this very window (`exact`).
+    window: dict[str, Any] | None = None
+    locust_processes: int | None = None  # on this host (see locust_workers.reason)
+    locust_workers: dict[str, Any] | None = None  # poolbench.sweep.loadgen.WorkersChoice
+    remote_workers: int = 0
+    locust_requests: int | None = None  # the master's total, warm-up included
+    # The open model's pacing (rps_per_user, max_inflight_per_process, cap_reached, sent).
+    open_model: dict[str, Any] | None = None
+    requests_by_name: dict[str, Any] = field(default_factory=dict)
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # -> endpoints.csv
+    sampler_errors: tuple[str, ...] = ()
+    app_worker_requests: list[int | None] | None = None  # completed per app worker
+    max_processes: dict[str, Any] | None = None  # app, locust, pg
+    # Set only when the target served no /telemetry: its Prometheus path, what it lacked.
+    telemetry_source: str | None = None
+    telemetry_missing: tuple[str, ...] | None = None
+    finished_at: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as run.json's object."""
+        data = dataclasses.asdict(self)
+        if self.telemetry_source is None:
+            del data["telemetry_source"], data["telemetry_missing"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> RunRecord:
+        """Read run.json's object; ValueError when it is not a finished run's."""
+        data = _json_object(data, RUN_FILE)
+        if not isinstance(data.get("run_id"), str):
+            raise ValueError(f"{RUN_FILE}: no run_id")
+        for key in ("figures", "point", "endpoints"):
+            if key in data and not isinstance(data[key], Mapping):
+                raise ValueError(f"{RUN_FILE}: {key} is not a JSON object")
+        if "figures" not in data:
+            raise ValueError(f"{RUN_FILE}: no figures")
+        known = _known(cls, data) | {"format_version": _format_version(data)}
+        known["sampler_errors"] = tuple(known.get("sampler_errors") or ())
+        if known.get("telemetry_missing") is not None:
+            known["telemetry_missing"] = tuple(known["telemetry_missing"])
+        return cls(**known)
+
+
+def finished_runs(sweep_dir: Path) -> dict[str, RunRecord]:
+    """Return the record of every complete run in a sweep directory, by run_id."""
+    runs: dict[str, RunRecord] = {}
     for path in sorted((Path(sweep_dir) / RUNS_DIR).glob(f"*/{RUN_FILE}")):
-        with contextlib.suppress(ValueError, OSError):
-            data = json.loads(path.read_text())
-            if data.get("run_id") == path.parent.name and "figures" in data:
-                runs[path.parent.name] = data
+        with contextlib.suppress(ValueError, TypeError, OSError):
+            record = RunRecord.from_json(json.loads(path.read_text()))
+            if record.run_id == path.parent.name:
+                runs[record.run_id] = record
     return runs
 
 

@@ -31,7 +31,7 @@ from poolbench.sample_app.seed import seed
 
 from poolbench import hdr
 from poolbench.spec import SLO, Grid, Point, SweepSpec, Timing, Workload
-from poolbench.sweep import commands
+from poolbench.sweep import commands, managed
 from poolbench.sweep.arrivals import RequestLog, read_requests
 from poolbench.sweep.pg import Database, free_port
 from tests.app.app_helpers import (
@@ -274,7 +274,7 @@ async def run_soak(tmp_path: Path, db: AppDatabase, downstream: Downstream) -> S
     run_dir.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app_env = commands.app_env(
+    app_env = managed.app_env(
         point, spec, database_url=db.sqlalchemy_url, downstream_url=downstream.url
     )
     app_env["CREATE_SCHEMA"] = "false"  # seeded already

@@ -32,10 +32,11 @@ from poolbench.results import (
     RUNS_CSV_FILE,
     RUNS_DIR,
     STRING_COLUMNS,
+    Manifest,
+    RunRecord,
     csv_row,
     finished_runs,
     read_manifest,
-    sweep_ending,
 )
 from poolbench.secrets import scrub_tree
 from poolbench.spec import SweepSpec
@@ -169,7 +170,12 @@ def _load_results_dir(root: Path) -> Sweep:
             spec = spec_from_manifest(manifest, str(root / MANIFEST_FILE))
         except UsageError as exc:
             problems.append(f"the manifest's spec is unreadable, SLO and fleet unknown: {exc}")
-        if ending := sweep_ending(manifest):
+        try:
+            ending = Manifest.from_json(manifest).ending()
+        except ValueError as exc:
+            ending = None
+            problems.append(f"the manifest is unreadable, how the sweep ended unknown: {exc}")
+        if ending:
             planned = manifest.get("points", "?")
             problems.append(
                 f"the sweep {ending}; {len(runs)} of {planned} runs finished and only they are "
@@ -193,21 +199,21 @@ def _load_results_dir(root: Path) -> Sweep:
     )
 
 
-def _telemetry_notes(records: dict[str, dict[str, Any]]) -> list[str]:
+def _telemetry_notes(records: dict[str, RunRecord]) -> list[str]:
     """Say which runs read a target's Prometheus text instead of /telemetry, and what it lacked."""
-    fallback = [r for r in records.values() if r.get("telemetry_source")]
+    fallback = [r for r in records.values() if r.telemetry_source]
     if not fallback:
         return []
-    missing = list(dict.fromkeys(m for r in fallback for m in r.get("telemetry_missing", [])))
+    missing = list(dict.fromkeys(m for r in fallback for m in r.telemetry_missing or ()))
     shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
     return [
-        f"{len(fallback)} runs read the target's {fallback[0]['telemetry_source']} (it serves "
+        f"{len(fallback)} runs read the target's {fallback[0].telemetry_source} (it serves "
         f"no /telemetry): figures from cumulative counters only"
         + (f"; missing: {shown}" if missing else "")
     ]
 
 
-def _checked_rows(root: Path, records: dict[str, dict[str, Any]], problems: list[str]) -> str:
+def _checked_rows(root: Path, records: dict[str, RunRecord], problems: list[str]) -> str:
     """runs.csv's text with torn rows dropped, checked against the run directories.
 
     run.json is the truth: a row whose run has a run.json is rebuilt from it, a run missing
@@ -248,7 +254,7 @@ def _checked_rows(root: Path, records: dict[str, dict[str, Any]], problems: list
     dict_writer.writeheader()
     for run_id in order:
         record = records[run_id]
-        dict_writer.writerow(csv_row(record.get("point", {}), record["figures"]))
+        dict_writer.writerow(csv_row(record.point, record.figures))
     return out.getvalue()
 
 
@@ -345,4 +351,3 @@ def _load_locust(stats_csv: Path) -> Sweep:
         source="locust",
         history_paths={record["run_id"]: history} if history.is_file() else {},
     )
-

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from poolbench.shipped import SAMPLE_APP_ASGI
 from poolbench.sweep.procgroup import die_with_parent
 
-APP = "poolbench.sample_app.main:app"
 DEFAULT_BACKLOG = 2048  # uvicorn's default
 DEFAULT_CHILD_STOP_S = 15.0
 WATCH_INTERVAL_S = 0.5
@@ -40,7 +40,11 @@ def _private_socket(port: int) -> socket.socket:
 
 def _server(log_level: str) -> uvicorn.Server:
     config = uvicorn.Config(
-        APP, log_level=log_level, access_log=False, lifespan="on", backlog=DEFAULT_BACKLOG
+        SAMPLE_APP_ASGI,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        backlog=DEFAULT_BACKLOG,
     )
     return uvicorn.Server(config)
 

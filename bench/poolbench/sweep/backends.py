@@ -6,21 +6,15 @@ Also the checks that the database stayed up through a run.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Callable
 
 import asyncpg
 
-from poolbench.errors import RunError
 from poolbench.objectives import PGBOUNCER
-from poolbench.results import SEED_LOG
-from poolbench.sample_app.config import settings_env
 from poolbench.spec import Point
-from poolbench.sweep import commands
 from poolbench.sweep.pg import Database, PostgresServer
 from poolbench.sweep.pgbouncer import PgBouncerServer
 from poolbench.sweep.procs import Children
-
-DEFAULT_SEED_TIMEOUT_S = 600.0
 
 
 async def _postmaster_started(dsn: str) -> str:
@@ -50,23 +44,16 @@ def database_went_away(dsn: str, started: str, server: PostgresServer | None) ->
     return None
 
 
-async def _count_users(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        exists = await conn.fetchval("SELECT to_regclass('users') IS NOT NULL")
-        return int(await conn.fetchval("SELECT count(*) FROM users")) if exists else 0
-    finally:
-        await conn.close()
-
-
 class DatabaseSlot:
-    """The Postgres behind the current points: one server per pg_max_connections value."""
+    """The Postgres behind the current points: one server per pg_max_connections value.
 
-    def __init__(self, children: Children, *, dsn: str | None, seed_users: int, log_dir: Path):
+    `seed` fills a database the first time it is handed out (the target knows with what).
+    """
+
+    def __init__(self, children: Children, *, dsn: str | None, seed: Callable[[Database], None]):
         self.children = children
         self.external_dsn = dsn
-        self.seed_users = seed_users
-        self.log_dir = log_dir
+        self.seed = seed
         self.server: PostgresServer | None = None
         self.database: Database | None = None
         self._key: int | None = None
@@ -109,7 +96,7 @@ class DatabaseSlot:
         if self.external_dsn:
             if self.database is None:
                 self.database = Database(dsn=self.external_dsn, managed=False)
-                self._seed(self.database)
+                self.seed(self.database)
             return self.database
         if self.database is not None and self._key == point.pg_max_connections:
             return self.database
@@ -119,20 +106,5 @@ class DatabaseSlot:
         self.children.defer(self.server.stop)
         self.database = self.server.start().database
         self._key = point.pg_max_connections
-        self._seed(self.database)
+        self.seed(self.database)
         return self.database
-
-    def _seed(self, db: Database) -> None:
-        if asyncio.run(_count_users(db.dsn)) >= self.seed_users:
-            return  # an external database seeded by an earlier sweep
-        env = commands.python_env(settings_env(database_url=db.sqlalchemy_url, log_level="WARNING"))
-        child = self.children.spawn(
-            "seed",
-            commands.seed_argv(self.seed_users),
-            env=env,
-            log_path=self.log_dir / SEED_LOG,
-        )
-        code = self.children.wait(child, DEFAULT_SEED_TIMEOUT_S)
-        self.children.stop(child)
-        if code != 0:
-            raise RunError(f"seeding failed ({code=}): {child.log_tail()}")

@@ -1,4 +1,7 @@
-"""Pure builders of the argv and environment of every process a sweep starts."""
+"""Pure builders of the argv and environment of every process a sweep starts.
+
+The sample app's settings (its env names) are its target's: `poolbench.sweep.managed`.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ from pathlib import Path
 
 from poolbench.locustfiles import scenario_path
 from poolbench.results import LOCUST_CSV_PREFIX
-from poolbench.sample_app.config import settings_env
 from poolbench.scenario_env import ScenarioEnv
+from poolbench.shipped import SAMPLE_APP
 from poolbench.spec import Point, SweepSpec
 from poolbench.sweep.dsn import DSN_ENV
 from poolbench.sweep.pg import free_port
@@ -36,7 +39,7 @@ def python_env(extra: Mapping[str, str], base: Mapping[str, str] = os.environ) -
 def seed_argv(seed_users: int) -> list[str]:
     """`python -m poolbench.sample_app.seed` for the spec's users."""
     return [
-        sys.executable, "-m", "poolbench.sample_app.seed", "--users", str(seed_users),
+        sys.executable, "-m", f"{SAMPLE_APP}.seed", "--users", str(seed_users),
         "--orders-per-user", str(DEFAULT_ORDERS_PER_USER),
         "--items-per-order", str(DEFAULT_ITEMS_PER_ORDER),
     ]  # fmt: skip
@@ -44,7 +47,7 @@ def seed_argv(seed_users: int) -> list[str]:
 
 def downstream_argv(port: int, latency_ms: float) -> list[str]:
     """The downstream stub on a loopback port."""
-    argv = [sys.executable, "-m", "poolbench.sample_app.downstream", "--port", str(port)]
+    argv = [sys.executable, "-m", f"{SAMPLE_APP}.downstream", "--port", str(port)]
     return argv + ["--latency-ms", f"{latency_ms:g}"]
 
 
@@ -67,17 +70,6 @@ def free_ports(count: int) -> list[int]:
         if (port := free_port()) not in ports:
             ports.append(port)
     return ports
-
-
-def app_env(point: Point, spec: SweepSpec, *, database_url: str, downstream_url: str) -> dict:
-    """The sample app's settings for a point: the point's pool knobs, then the spec's [app_env]."""
-    settings = settings_env(
-        database_url=database_url,
-        downstream_url=downstream_url,
-        log_level="WARNING",
-        access_log=False,
-    )
-    return {**settings, **point.app_env(), **spec.app_env}
 
 
 def run_time_s(point: Point) -> int:

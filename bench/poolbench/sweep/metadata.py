@@ -1,4 +1,4 @@
-"""What a sweep records about where it ran: versions, git revision, host and the manifest."""
+"""What a sweep records about where it ran: versions, git revision, host, into its Manifest."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from poolbench.results import FORMAT_VERSION
+from poolbench.results import RUNNING, Manifest
 from poolbench.secrets import redact_dsn
 from poolbench.spec import SweepSpec
 from poolbench.sweep.commands import RemoteWorkers
@@ -83,33 +83,29 @@ def manifest(
     dsn: str | None,
     workers: int | None,
     remote: RemoteWorkers | None,
-) -> dict[str, Any]:
-    """A new sweep's manifest.json (status `running`)."""
+) -> Manifest:
+    """A new sweep's manifest (status `running`)."""
     if dsn:
         database = redact_dsn(dsn)
     elif spec.target is not None:
         database = "the target's own (not probed: give --dsn to measure it)"
     else:
         database = "embedded (a throwaway cluster per pg_max_connections)"
-    return {
-        "format_version": FORMAT_VERSION,
-        "spec": spec.to_dict(),
-        "spec_path": spec_path,
-        "versions": versions(),
-        "git_sha": git_sha(),
-        "host": host(),
-        "dsn": database,
-        # "auto" (no --workers): chosen per run, see run.json `locust_processes`, `locust_workers`.
-        "locust_processes": 1 if remote else (workers or "auto"),
-        "remote_workers": asdict(remote) if remote else None,
-        "started_at": now(),
-        "finished_at": None,
-        "status": "running",
-        # Who writes this sweep: a `running` manifest whose process is gone was cut off.
-        "runner": {
+    return Manifest(
+        spec=spec.to_dict(),
+        spec_path=spec_path,
+        versions=versions(),
+        git_sha=git_sha(),
+        host=host(),
+        dsn=database,
+        locust_processes=1 if remote else (workers or "auto"),
+        remote_workers=asdict(remote) if remote else None,
+        started_at=now(),
+        status=RUNNING,
+        runner={
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "process_started": psutil.Process().create_time(),
         },
-        "points": len(spec.points()),
-    }
+        points=len(spec.points()),
+    )

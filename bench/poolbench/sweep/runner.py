@@ -1,7 +1,7 @@
-"""The sweep runner: for every point, start Postgres, the app and Locust, and measure one window.
+"""The sweep runner: for every point, start its target and Locust, and measure one window.
 
-Orchestration only: argv and env come from `commands`, figures from `figures`, files from
-`sweepdir`.
+Orchestration only: what a run loads is a `LoadTarget` (`poolbench.sweep.target`), argv and env
+come from `commands`, figures from `figures`, files from `sweepdir`, records from `results`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,93 +21,92 @@ from poolbench.errors import PostgresUnavailable, RunError, UsageError
 from poolbench.instrumentation.routes import METRICS_PATH
 from poolbench.objectives import PGBOUNCER
 from poolbench.results import (
-    APP_LOG,
-    DOWNSTREAM_LOG,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
     LOCUST_LOG,
     SUMMARY_FILE,
     TELEMETRY_FILE,
     WINDOW_FILE,
+    RunRecord,
     read_markers,
 )
 from poolbench.spec import ADAPTIVE, Point, SweepSpec
 from poolbench.sweep import arrivals, commands, figures
-from poolbench.sweep.appworkers import AppWorkers, MetricsWindow
-from poolbench.sweep.backends import DatabaseSlot, database_went_away, postmaster_started
+from poolbench.sweep.appworkers import MetricsWindow
+from poolbench.sweep.backends import database_went_away, postmaster_started
 from poolbench.sweep.commands import RemoteWorkers
+from poolbench.sweep.external import ExternalTarget
 from poolbench.sweep.loadgen import WorkersChoice, plan_workers
+from poolbench.sweep.managed import ManagedApp
 from poolbench.sweep.metadata import manifest, now
-from poolbench.sweep.pg import Database, free_port
 from poolbench.sweep.pgbouncer import PgBouncerSample, PgBouncerSampler, require_pgbouncer
 from poolbench.sweep.procs import Child, Children, supervised
 from poolbench.sweep.samplers import PgProbe, WindowSample, WindowSampler
 from poolbench.sweep.search import AdaptiveSearch
 from poolbench.sweep.sweepdir import SweepDir
+from poolbench.sweep.target import LoadTarget, StartedTarget
 
-DEFAULT_HEALTH_TIMEOUT_S = 30.0
 DEFAULT_WINDOW_GRACE_S = 60.0  # Locust start-up before the window, and shutdown after it
-DEFAULT_SEED_TIMEOUT_S = 600.0
-DEFAULT_RESTART_TIMEOUT_S = 120.0
 DEFAULT_POLL_S = 0.02
+LOCUST_INTERRUPTED = -2  # Locust stopped by our SIGINT after the window: its CSVs are whole
 
 
-def wait_http(url: str, *, child: Child | None, timeout_s: float, what: str) -> None:
-    """Poll url until it answers 200; fail early if child exits."""
-    deadline = time.monotonic() + timeout_s
-    last = "no answer"
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if child is not None and not child.alive():
-                raise RunError(f"{what} exited at start-up: {child.log_tail()}")
-            try:
-                response = client.get(url)
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
-            time.sleep(0.1)
-    raise RunError(f"{what} not healthy after {timeout_s:.0f} s at {url} ({last})")
+def load_target(spec: SweepSpec, children: Children, *, dsn: str | None, logs: Path) -> LoadTarget:
+    """The spec's kind of target: its [target] when it has one, else the managed sample app."""
+    if spec.target is not None:
+        return ExternalTarget(spec, children, dsn=dsn)
+    return ManagedApp(spec, children, dsn=dsn, logs=logs)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Measured:
-    """A finished run: the figures for runs.csv and what else run.json keeps."""
+    """A finished run: its point and its record (run.json; the figures are runs.csv's row)."""
 
     point: Point
-    figures: dict[str, Any]
-    extra: dict[str, Any]
+    record: RunRecord
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        """The run's runs.csv figures."""
+        return self.record.figures
+
+
+@dataclass(frozen=True, kw_only=True)
+class Window:
+    """What one measured window gave, before its files are read into figures."""
+
+    sample: WindowSample
+    pooled: PgBouncerSample | None
+    telemetry: dict[str, Any] | None
+    # Set when the target served no /telemetry and its /metrics was differenced instead.
+    metrics_missing: tuple[str, ...] | None
+    locust: Child
 
 
 class Runner:
-    """Runs points one at a time; owns the sweep-wide processes (Postgres, downstream stub)."""
+    """Runs points one at a time against one target; Locust and the window are its own."""
 
     def __init__(
         self,
         spec: SweepSpec,
+        target: LoadTarget,
         children: Children,
         *,
-        dsn: str | None,
         workers: int | None,
-        logs: Path,
         remote: RemoteWorkers | None = None,
         on_worker_command: Callable[[Point, str], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.target = target
         self.children = children
         self.workers = workers
         self.remote = remote
         self.on_worker_command = on_worker_command
-        self.logs = logs
-        self.target = spec.target
-        # Bring-your-own app: its database is the user's business unless they name it.
-        self.db = DatabaseSlot(children, dsn=dsn, seed_users=spec.workload.seed_users, log_dir=logs)
-        self.probe_dsn = dsn
-        self.downstream_url: str | None = None
-        self.downstream: Child | None = None
 
     def secret_dsns(self) -> list[str]:
         """Every DSN whose password must not reach a run's files."""
-        return [dsn for dsn in [self.probe_dsn, *self.db.secret_dsns()] if dsn]
+        return self.target.secret_dsns()
 
     def locust_workers(self, point: Point) -> WorkersChoice:
         """Locust processes of a point on this host, whose CPU the run measures, and why.
@@ -122,86 +122,6 @@ class Runner:
                 reason=f"--remote-workers {self.remote.count}: only the master runs here",
             )
         return plan_workers(point, self.spec, given=self.workers)
-
-    def _ensure_downstream(self) -> str:
-        # /health checks the downstream too, so every scenario needs the stub, not just fanout.
-        if self.downstream_url is None:
-            port = free_port()
-            child = self.children.spawn(
-                "downstream",
-                commands.downstream_argv(port, self.spec.workload.downstream_latency_ms),
-                env=commands.python_env({}),
-                log_path=self.logs / DOWNSTREAM_LOG,
-            )
-            url = f"http://127.0.0.1:{port}"
-            wait_http(
-                f"{url}/stats", child=child, timeout_s=DEFAULT_HEALTH_TIMEOUT_S, what="downstream"
-            )
-            self.downstream_url, self.downstream = url, child
-        return self.downstream_url
-
-    def _start_app(self, point: Point, db: Database, run_dir: Path) -> tuple[AppWorkers, Child]:
-        """The app's worker processes (poolbench.sweep.appserver), every one of them healthy."""
-        port, *private = commands.free_ports(1 + point.app_workers)
-        env = commands.app_env(
-            point,
-            self.spec,
-            database_url=db.sqlalchemy_url,
-            downstream_url=self._ensure_downstream(),
-        )
-        child = self.children.spawn(
-            "app",
-            commands.app_argv(port, private),
-            env=commands.python_env(env),
-            log_path=run_dir / APP_LOG,
-        )
-        workers = AppWorkers(
-            url=f"http://127.0.0.1:{port}",
-            worker_urls=tuple(f"http://127.0.0.1:{p}" for p in private),
-        )
-        for url in (workers.url, *workers.worker_urls):
-            wait_http(f"{url}/health", child=child, timeout_s=DEFAULT_HEALTH_TIMEOUT_S, what="app")
-        return workers, child
-
-    def _restart_target(self, point: Point, run_dir: Path) -> str:
-        assert self.target is not None
-        env = commands.python_env({**point.app_env(), **self.spec.app_env})
-        try:
-            command = self.target.restart_cmd.format(**point.as_dict())
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UsageError(f"target.restart_cmd: bad placeholder {exc}") from None
-        child = self.children.spawn(
-            "restart_cmd", [command], env=env, log_path=run_dir / APP_LOG, shell=True
-        )
-        code = self.children.wait(child, DEFAULT_RESTART_TIMEOUT_S)
-        if code is None:
-            self.children.stop(child)
-            raise RunError(
-                f"target.restart_cmd still running after {DEFAULT_RESTART_TIMEOUT_S:.0f} s "
-                f"(it must start the target in the background and return): {child.log_tail()}"
-            )
-        # Not stop(): that would kill the process group, and with it a target started with `&`.
-        self.children.release(child)
-        if code != 0:
-            raise RunError(f"target.restart_cmd failed ({code=}): {child.log_tail()}")
-        url = self.target.url
-        wait_http(
-            f"{url}{self.target.health_path}",
-            child=None,
-            timeout_s=DEFAULT_HEALTH_TIMEOUT_S,
-            what="target",
-        )
-        return url
-
-    def _target_pid(self) -> int | None:
-        """The target's pid from its pid file (re-read every run: a restart changes it)."""
-        if self.target is None or self.target.pid_file is None:
-            return None
-        path = Path(self.target.pid_file)
-        try:
-            return int(path.read_text().split()[0])
-        except (OSError, ValueError, IndexError) as exc:
-            raise RunError(f"target.pid_file {path}: no pid in it ({exc})") from None
 
     def _locust(self, point: Point, url: str, run_dir: Path) -> Child:
         workers = self.locust_workers(point).workers
@@ -222,6 +142,10 @@ class Runner:
             stop_signal=commands.LOCUST_STOP_SIGNAL,
         )
 
+    def _stop_if_alive(self, child: Child) -> None:
+        if child.alive():
+            self.children.stop(child)
+
     def _wait_marker(self, run_dir: Path, event: str, locust: Child, timeout_s: float) -> float:
         deadline = time.monotonic() + timeout_s
         path = run_dir / WINDOW_FILE
@@ -239,111 +163,90 @@ class Runner:
         """Measure one point into run_dir (a temporary directory the caller renames).
 
         A run whose database or app went away is a RunError that says so, never a result.
+        Everything the run started is stopped when it ends, however it ends.
         """
-        db: Database | None = None
-        app: Child | None = None
-        probe: PgProbe | None = None
-        pooler: PgBouncerSampler | None = None
-        pooled: PgBouncerSample | None = None
-        try:
-            if self.target is None:
-                db = self.db.ensure(point)
-                workers, app = self._start_app(point, self.db.app_database(point, db), run_dir)
-                probe_dsn: str | None = db.dsn
-            else:
-                url = self._restart_target(point, run_dir)
-                workers = AppWorkers(url=url, worker_urls=(url,))
-                probe_dsn = self.probe_dsn
-        except BaseException:
-            self.db.stop_bouncer()
-            raise
-        url = workers.url
-        started = postmaster_started(probe_dsn) if probe_dsn else None
-        http = httpx.Client(base_url=url, timeout=10.0)
-        locust: Child | None = None
-        metrics: MetricsWindow | None = None
-        try:
-            if probe_dsn:
-                probe = PgProbe(probe_dsn).start()
-            if self.db.bouncer is not None:
-                pooler = PgBouncerSampler(self.db.bouncer)
-            locust = self._locust(point, url, run_dir)
-            start_timeout_s = point.warmup_s + DEFAULT_WINDOW_GRACE_S
-            if self.remote is not None:
-                start_timeout_s += commands.DEFAULT_REMOTE_WORKERS_WAIT_S
-            self._wait_marker(run_dir, "start", locust, start_timeout_s)
-            # The window opens: app telemetry, Postgres counters and CPU start counting together.
-            telemetry_ok = workers.reset(http)
-            # A target of the user's own may serve only Prometheus text: difference it instead.
-            metrics = MetricsWindow.open(http) if self.target and not telemetry_ok else None
-            sampler = WindowSampler(
-                app_pid=app.pid if app else self._target_pid(),
-                app_cgroup=Path(self.target.cgroup) if self.target and self.target.cgroup else None,
-                locust_pid=locust.pid,
-                pg_pid=db.pid if db else None,
-                downstream_pid=self.downstream.pid if self.downstream else None,
-                probe=probe,
-            )
-            sampler.begin()
-            if pooler is not None:
-                pooler.begin()
-            self._wait_marker(run_dir, "end", locust, point.duration_s + DEFAULT_WINDOW_GRACE_S)
-            sample = sampler.end()
-            pooled = pooler.end() if pooler is not None else None
-            self._check_survived(app, probe_dsn, started)
-            telemetry = workers.read(http) if telemetry_ok else None
-            missing: tuple[str, ...] = ()
-            if metrics is not None:
-                telemetry, missing = metrics.close(http)
-            if self.children.wait(locust, DEFAULT_WINDOW_GRACE_S) is None:
-                self.children.stop(locust)
-            locust_code = locust.process.returncode
-        except (RunError, httpx.HTTPError, ValueError) as exc:
-            # A dead database or app explains a failure better than its symptom does.
-            self._check_survived(app, probe_dsn, started)
-            if isinstance(exc, RunError):
-                raise
-            raise RunError(f"the app stopped answering ({type(exc).__name__}: {exc})") from None
-        finally:
-            http.close()
-            if probe is not None:
-                probe.close()
-            if pooler is not None:
-                pooler.close()
-            if locust is not None and locust.alive():
-                self.children.stop(locust)
-            if app is not None:
-                self.children.stop(app)
-            self.db.stop_bouncer()
-        if locust_code not in (0, None, -2):
-            raise RunError(f"locust exited with {locust_code}: {locust.log_tail()}")
-        measured = self._figures(point, run_dir, sample, telemetry, pooled)
-        if metrics is not None:
-            measured.extra["telemetry_source"] = METRICS_PATH
-            measured.extra["telemetry_missing"] = list(missing)
-        return measured
+        with ExitStack() as stack:
+            target = self.target.start(point, run_dir, stack)
+            started = postmaster_started(target.probe_dsn) if target.probe_dsn else None
+            http = stack.enter_context(httpx.Client(base_url=target.workers.url, timeout=10.0))
+            try:
+                window = self._window(point, run_dir, target, http, started, stack)
+            except (RunError, httpx.HTTPError, ValueError) as exc:
+                # A dead database or app explains a failure better than its symptom does.
+                self._check_survived(target, started)
+                if isinstance(exc, RunError):
+                    raise
+                raise RunError(f"the app stopped answering ({type(exc).__name__}: {exc})") from None
+        locust_code = window.locust.process.returncode
+        if locust_code not in (0, None, LOCUST_INTERRUPTED):
+            raise RunError(f"locust exited with {locust_code}: {window.locust.log_tail()}")
+        return Measured(point=point, record=self._record(point, run_dir, window))
 
-    def _check_survived(
-        self, app: Child | None, probe_dsn: str | None, started: str | None
-    ) -> None:
-        """Raise a RunError naming the cause if the database or the app went away in the run."""
-        if probe_dsn and started is not None:
-            if cause := database_went_away(probe_dsn, started, self.db.server):
-                raise RunError(cause)
-        if cause := self.db.bouncer_went_away():
-            raise RunError(cause)
-        if app is not None and not app.alive():
-            code = app.process.returncode
-            raise RunError(f"the app exited during the run ({code=}): {app.log_tail()}")
-
-    def _figures(
+    def _window(
         self,
         point: Point,
         run_dir: Path,
-        sample: WindowSample,
-        telemetry: dict[str, Any] | None,
-        pooled: PgBouncerSample | None = None,
-    ) -> Measured:
+        target: StartedTarget,
+        http: httpx.Client,
+        started: str | None,
+        stack: ExitStack,
+    ) -> Window:
+        """Start Locust, measure from its window start to end marker, read the app's telemetry."""
+        probe = PgProbe(target.probe_dsn).start() if target.probe_dsn else None
+        if probe is not None:
+            stack.callback(probe.close)
+        pooler = PgBouncerSampler(target.bouncer) if target.bouncer is not None else None
+        if pooler is not None:
+            stack.callback(pooler.close)
+        locust = self._locust(point, target.workers.url, run_dir)
+        stack.callback(self._stop_if_alive, locust)
+        start_timeout_s = point.warmup_s + DEFAULT_WINDOW_GRACE_S
+        if self.remote is not None:
+            start_timeout_s += commands.DEFAULT_REMOTE_WORKERS_WAIT_S
+        self._wait_marker(run_dir, "start", locust, start_timeout_s)
+        # The window opens: app telemetry, Postgres counters and CPU start counting together.
+        telemetry_ok = target.workers.reset(http)
+        fallback = target.metrics_fallback and not telemetry_ok
+        metrics = MetricsWindow.open(http) if fallback else None
+        sampler = WindowSampler(
+            app_pid=self.target.app_pid(),
+            app_cgroup=target.app_cgroup,
+            locust_pid=locust.pid,
+            pg_pid=target.pg_pid,
+            downstream_pid=target.downstream_pid,
+            probe=probe,
+        )
+        sampler.begin()
+        if pooler is not None:
+            pooler.begin()
+        self._wait_marker(run_dir, "end", locust, point.duration_s + DEFAULT_WINDOW_GRACE_S)
+        sample = sampler.end()
+        pooled = pooler.end() if pooler is not None else None
+        self._check_survived(target, started)
+        telemetry = target.workers.read(http) if telemetry_ok else None
+        missing: tuple[str, ...] | None = None
+        if metrics is not None:
+            telemetry, missing = metrics.close(http)
+        if self.children.wait(locust, DEFAULT_WINDOW_GRACE_S) is None:
+            self.children.stop(locust)
+        return Window(
+            sample=sample,
+            pooled=pooled,
+            telemetry=telemetry,
+            metrics_missing=missing,
+            locust=locust,
+        )
+
+    def _check_survived(self, target: StartedTarget, started: str | None) -> None:
+        """Raise a RunError naming the cause if the database or the app went away in the run."""
+        if target.probe_dsn and started is not None:
+            if cause := database_went_away(target.probe_dsn, started, target.postgres):
+                raise RunError(cause)
+        if cause := self.target.went_away():
+            raise RunError(cause)
+
+    def _record(self, point: Point, run_dir: Path, measured: Window) -> RunRecord:
+        """The run's record from its window and the files Locust wrote into run_dir."""
         markers = read_markers(run_dir / WINDOW_FILE)
         window_s = markers["end"] - markers["start"]
         summary_path = run_dir / SUMMARY_FILE
@@ -358,6 +261,7 @@ class Runner:
         figures.write_timeseries(run_dir, log.seconds)
         if log.processes:
             arrivals.write_merged(run_dir, log)
+        sample, pooled, telemetry = measured.sample, measured.pooled, measured.telemetry
         values = figures.client_figures(summary, window, window_s)
         values |= figures.telemetry_figures(telemetry)
         values |= figures.resource_figures(sample, window_s)
@@ -369,19 +273,24 @@ class Runner:
         values["bottleneck"] = figures.label_bottleneck(point, values)
         if telemetry is not None:
             (run_dir / TELEMETRY_FILE).write_text(json.dumps(telemetry, indent=2) + "\n")
-        extra = {
-            "window": {
+        choice = self.locust_workers(point)
+        fallback = measured.metrics_missing is not None
+        return RunRecord(
+            run_id=point.run_id,
+            point=point.as_dict(),
+            figures=values,
+            window={
                 "start_epoch": markers["start"],
                 "end_epoch": markers["end"],
                 "window_s": window_s,
                 # Every Locust process counted its requests against this very window.
                 "exact": None if window is None else window["window_exact"],
             },
-            "locust_processes": (choice := self.locust_workers(point)).workers,
-            "locust_workers": choice.as_dict(),
-            "remote_workers": self.remote.count if self.remote else 0,
-            "locust_requests": summary.get("requests"),
-            "open_model": None
+            locust_processes=choice.workers,
+            locust_workers=choice.as_dict(),
+            remote_workers=self.remote.count if self.remote else 0,
+            locust_requests=summary.get("requests"),
+            open_model=None
             if window is None
             else {
                 "rps_per_user": window["open_rps_per_user"],
@@ -389,17 +298,18 @@ class Runner:
                 "cap_reached": window["cap_reached"],
                 "sent": window["sent"],
             },
-            "requests_by_name": summary.get("by_name", {}),
-            "endpoints": figures.endpoint_figures(summary, window),
-            "sampler_errors": sample.errors + (pooled.errors if pooled else []),
-            "app_worker_requests": figures.worker_requests(telemetry),
-            "max_processes": {
+            requests_by_name=summary.get("by_name", {}),
+            endpoints=figures.endpoint_figures(summary, window),
+            sampler_errors=(*sample.errors, *(pooled.errors if pooled else ())),
+            app_worker_requests=figures.worker_requests(telemetry),
+            max_processes={
                 "app": sample.app.max_processes,
                 "locust": sample.locust.max_processes,
                 "pg": sample.pg.max_processes,
             },
-        }
-        return Measured(point=point, figures=values, extra=extra)
+            telemetry_source=METRICS_PATH if fallback else None,
+            telemetry_missing=measured.metrics_missing,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -457,7 +367,7 @@ def run_sweep(
     sweep = SweepDir(sweep_dir, points, manifest(spec, spec_path, dsn, workers, remote))
     sweep.open(resume=resume)
     todo = sweep.todo()
-    status = "interrupted"
+    status = INTERRUPTED
     search = (
         AdaptiveSearch.of(points, spec.slo, spec.timing.repetitions)
         if spec.search == ADAPTIVE
@@ -478,10 +388,9 @@ def run_sweep(
             listener.started(sweep, todo)
             runner = Runner(
                 spec,
+                load_target(spec, children, dsn=dsn, logs=sweep.logs),
                 children,
-                dsn=dsn,
                 workers=workers,
-                logs=sweep.logs,
                 remote=remote,
                 on_worker_command=announce,
             )
@@ -491,22 +400,15 @@ def run_sweep(
                 try:
                     measured = runner.run(point, tmp)
                 except RunError as exc:
-                    status = "failed"
+                    status = FAILED
                     kept = sweep.fail_run(tmp, point, str(exc), runner.secret_dsns())
                     raise RunError(f"run {point.run_id} failed: {exc} (its logs: {kept})") from None
-                record = {
-                    "format_version": sweep.manifest["format_version"],
-                    "run_id": point.run_id,
-                    "point": point.as_dict(),
-                    "figures": measured.figures,
-                    **measured.extra,
-                    "finished_at": now(),
-                }
+                record = replace(measured.record, finished_at=now())
                 sweep.commit_run(tmp, record, runner.secret_dsns())
-                listener.run_finished(len(sweep.runs), len(points), measured)
-        status = "finished"
+                listener.run_finished(len(sweep.records), len(points), measured)
+        status = FINISHED
     except PostgresUnavailable as exc:
         raise UsageError(str(exc)) from None
     finally:
         sweep.close(status)
-    return SweepResult(sweep_dir=sweep_dir, finished=len(sweep.runs), total=len(points))
+    return SweepResult(sweep_dir=sweep_dir, finished=len(sweep.records), total=len(points))

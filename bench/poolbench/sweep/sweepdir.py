@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,11 @@ from poolbench.results import (
     RUNS_CSV_FILE,
     RUNS_DIR,
     WORKER_SCRIPT,
+    Manifest,
+    RunRecord,
     csv_row,
     endpoint_rows,
     finished_runs,
-    read_manifest,
-    still_running,
-    sweep_ending,
     write_endpoints_csv,
     write_json,
     write_runs_csv,
@@ -40,12 +40,14 @@ class SweepDir:
     exists only once it is whole; `--resume` skips every run_id that has one.
     """
 
-    def __init__(self, root: Path, points: list[Point], manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, points: list[Point], manifest: Manifest) -> None:
         self.root = root
         self.points = points
         self.manifest = manifest
         self.runs_dir = root / RUNS_DIR
         self.logs = root / LOGS_DIR
+        self.records: dict[str, RunRecord] = {}
+        # The same runs in their run.json form, for readers of that (the search's verdicts).
         self.runs: dict[str, dict[str, Any]] = {}
         # How the sweep being resumed ended, when it did not finish (see results.sweep_ending).
         self.previous_ending: str | None = None
@@ -57,24 +59,28 @@ class SweepDir:
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"{self.root}: cannot create the results directory: {exc}") from None
-        previous = read_manifest(self.root) if resume else None
+        previous = Manifest.read(self.root) if resume else None
         if previous is not None:
-            if still_running(previous):
-                pid = previous["runner"]["pid"]
+            if previous.still_running():
+                pid = (previous.runner or {}).get("pid")
                 raise UsageError(f"{self.root}: process {pid} is still sweeping it; stop it first")
-            self.previous_ending = sweep_ending(previous)
-            self.manifest["started_at"] = previous.get("started_at", self.manifest["started_at"])
-            self.manifest["resumed_at"] = [*previous.get("resumed_at", []), now()]
-            self.manifest["failed_runs"] = previous.get("failed_runs", [])
-        write_json(self.root / MANIFEST_FILE, self.manifest)
+            self.previous_ending = previous.ending()
+            self.manifest = replace(
+                self.manifest,
+                started_at=previous.started_at or self.manifest.started_at,
+                resumed_at=(*previous.resumed_at, now()),
+                failed_runs=previous.failed_runs or (),
+            )
+        self._write_manifest()
         for stale in self.runs_dir.glob(".*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)  # a run cut short last time
-        self.runs = finished_runs(self.root)
+        self.records = finished_runs(self.root)
+        self.runs = {run_id: record.as_json() for run_id, record in self.records.items()}
         return self
 
     def todo(self) -> list[Point]:
         """The points without a finished run, in run order."""
-        return [p for p in self.points if p.run_id not in self.runs]
+        return [p for p in self.points if p.run_id not in self.records]
 
     def new_run(self, point: Point) -> Path:
         """An empty temporary directory for a run about to be measured."""
@@ -83,16 +89,22 @@ class SweepDir:
         tmp.mkdir()
         return tmp
 
-    def commit_run(self, tmp: Path, record: dict[str, Any], dsns: list[str]) -> None:
-        """Write run.json, scrub the DSNs' passwords, rename into place, update the tables."""
-        run_id = record["run_id"]
-        write_json(tmp / RUN_FILE, record)
+    def commit_run(self, tmp: Path, record: RunRecord | Mapping[str, Any], dsns: list[str]) -> None:
+        """Write run.json, scrub the DSNs' passwords, rename into place, update the tables.
+
+        A record in its run.json form is read as one (RunRecord.from_json) first.
+        """
+        if not isinstance(record, RunRecord):
+            record = RunRecord.from_json(record)
+        run_id = record.run_id
+        write_json(tmp / RUN_FILE, record.as_json())
         for dsn in dsns:
             redact_files(tmp, dsn)
         final = self.runs_dir / run_id
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        self.runs[run_id] = record
+        self.records[run_id] = record
+        self.runs[run_id] = record.as_json()
         self.write_runs_csv()
         self.write_endpoints_csv()
 
@@ -109,14 +121,15 @@ class SweepDir:
         kept.parent.mkdir(exist_ok=True)
         os.replace(tmp, kept)
         failure = {"run_id": point.run_id, "error": scrub_secrets(cause), "at": now()}
-        self.manifest["failed_runs"] = [*self.manifest.get("failed_runs", []), failure]
+        failed = (*(self.manifest.failed_runs or ()), failure)
+        self.manifest = replace(self.manifest, failed_runs=failed)
         return kept
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """runs.csv rows of the finished runs, in point order."""
         for point in self.points:
-            if point.run_id in self.runs:
-                yield csv_row(point.as_dict(), self.runs[point.run_id]["figures"])
+            if point.run_id in self.records:
+                yield csv_row(point.as_dict(), self.records[point.run_id].figures)
 
     def write_runs_csv(self) -> None:
         """Rewrite runs.csv from the finished runs."""
@@ -125,8 +138,8 @@ class SweepDir:
     def endpoint_rows(self) -> Iterator[dict[str, Any]]:
         """endpoints.csv rows of the finished runs, in point order (none for older runs)."""
         for point in self.points:
-            if point.run_id in self.runs:
-                yield from endpoint_rows(point.run_id, self.runs[point.run_id].get("endpoints", {}))
+            if point.run_id in self.records:
+                yield from endpoint_rows(point.run_id, self.records[point.run_id].endpoints)
 
     def write_endpoints_csv(self) -> None:
         """Rewrite endpoints.csv from the finished runs."""
@@ -136,8 +149,13 @@ class SweepDir:
         """Rewrite the tables and record how the sweep ended in the manifest."""
         self.write_runs_csv()
         self.write_endpoints_csv()
-        self.manifest |= {"finished_at": now(), "status": status, "finished_runs": len(self.runs)}
-        write_json(self.root / MANIFEST_FILE, self.manifest)
+        self.manifest = replace(
+            self.manifest, finished_at=now(), status=status, finished_runs=len(self.records)
+        )
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        write_json(self.root / MANIFEST_FILE, self.manifest.as_json())
 
     def write_worker_script(self, run_id: str, count: int, command: str) -> Path:
         """Write the next run's remote worker command where a user (or a loop) can pick it up."""
