@@ -1,7 +1,7 @@
 """Little's-law efficiency at the pool-bound sizes: `python benchmarks/littles_law.py [SPEC]`.
 
 Runs `poolbench sweep SPEC --search grid --duration 6` over pool sizes 1..4 with 2 repetitions
-(bench/poolbench/specs/quick.toml: 100 rps offered, open model, one 20 ms query per request; ~3 minutes),
+(the shipped quick spec: 100 rps offered, open model, one 20 ms query per request; ~3 minutes),
 twice: with the sample
 app's default `DB_POOL_PRE_PING=true` and with it off. Per pool size it prints served rps, the
 mean hold (leaving the pool to checkin), pre-ping's time per checkout, the efficiency
@@ -127,7 +127,7 @@ def table(label: str, rows: list[dict[str, Any]]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec", nargs="?", default="bench/poolbench/specs/quick.toml")
+    parser.add_argument("spec", nargs="?", default="quick")
     parser.add_argument("--keep", type=Path, help="Write the sweeps here instead of a temp dir.")
     args = parser.parse_args()
     lines = [

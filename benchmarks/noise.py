@@ -1,7 +1,7 @@
 """Run-to-run noise against window length: `python benchmarks/noise.py [SPEC]`.
 
 For each window length (`--windows`, seconds) one grid sweep of SPEC (default
-bench/poolbench/specs/quick.toml) at the sizes around its SLO boundary (`--pool-sizes`), `--repetitions`
+quick) at the sizes around its SLO boundary (`--pool-sizes`), `--repetitions`
 times each, on real Postgres, app and Locust. Prints, per window and pool size, the mean,
 standard deviation and coefficient of variation of the p95 and of the served rate across
 repetitions, and how many repetitions met the SLO (as the analysis judges a run). The rule that
@@ -34,6 +34,7 @@ from benchmarks.common import machine, sweep  # noqa: E402
 from poolbench.analysis.optimum import run_failure  # noqa: E402
 from poolbench.objectives import Slo  # noqa: E402
 from poolbench.results import UNTRUSTED_BOTTLENECKS  # noqa: E402
+from poolbench.shipped import spec_path  # noqa: E402
 from poolbench.specfile import load_spec  # noqa: E402
 
 MAX_RPS_CV = 0.05  # at most the spread of a 100 rps Poisson count over 4 s
@@ -75,13 +76,13 @@ def verdicts(rows: list[dict[str, str]], slo: Slo) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec", nargs="?", default="bench/poolbench/specs/quick.toml")
+    parser.add_argument("spec", nargs="?", default="quick")
     parser.add_argument("--windows", default="4,6,12", help="Window lengths, seconds.")
     parser.add_argument("--pool-sizes", default="[4,5,6]", help="Sizes around the SLO boundary.")
     parser.add_argument("--repetitions", type=int, default=5)
     args = parser.parse_args()
     windows = [float(w) for w in args.windows.split(",")]
-    slo = load_spec(Path(args.spec)).slo
+    slo = load_spec(spec_path(args.spec)).slo
     print(f"Run-to-run noise, `{args.spec}`, SLO {slo.describe()}, pool sizes {args.pool_sizes}, ")
     print(f"{args.repetitions} repetitions per window\n")
     print("| window | pool_size | p95 mean ms | p95 sd ms | p95 CV | rps mean | rps CV | met SLO |")

@@ -1,7 +1,7 @@
 """Adaptive search against the full grid on one spec: `python benchmarks/search.py [SPEC]`.
 
 Runs `poolbench sweep SPEC --search grid` and `--search adaptive` one after the other (real
-Postgres, app and Locust; the default spec, bench/poolbench/specs/quick.toml, takes about 5 + 2 minutes),
+Postgres, app and Locust; the default spec, quick, takes about 5 + 2 minutes),
 analyses both with `poolbench analyze --json`, and prints runs, wall time and the recommended
 pool size of each against issue 12's target: within 1 connection of the grid's optimum using at
 most 40% of its runs.
@@ -47,7 +47,7 @@ def measure(spec: str, search: str, out: Path, extra: list[str]) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec", nargs="?", default="bench/poolbench/specs/quick.toml")
+    parser.add_argument("spec", nargs="?", default="quick")
     parser.add_argument("--keep", type=Path, help="Keep both sweeps under this directory.")
     parser.add_argument("--set", action="append", default=[], help="Passed to both sweeps.")
     args = parser.parse_args()

@@ -1,0 +1,1 @@
+"""The sample app under test: a FastAPI service rendering production async patterns."""

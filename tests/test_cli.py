@@ -34,13 +34,16 @@ def poolbench(*args: str) -> subprocess.CompletedProcess[str]:
         (["size", "--concurrency", "abc"], "Invalid value for '--concurrency'"),
         (["size", "--concurrency", "10", "--no-such-option"], "No such option"),
         (["sweep", "no/such/spec.toml"], "no such file"),
-        (["sweep", "bench/specs/quick.toml", "--workers", "0"], "--workers 0: give a number"),
-        (["sweep", "bench/specs/quick.toml", "--workers", "many"], "or auto"),
         (
-            ["sweep", "bench/specs/quick.toml", "--search", "binary"],
+            ["sweep", "bench/poolbench/specs/quick.toml", "--workers", "0"],
+            "--workers 0: give a number",
+        ),
+        (["sweep", "bench/poolbench/specs/quick.toml", "--workers", "many"], "or auto"),
+        (
+            ["sweep", "bench/poolbench/specs/quick.toml", "--search", "binary"],
             "must be one of grid, adaptive",
         ),
-        (["sweep", "bench/specs/capacity.toml", "--search", "adaptive"], "has none"),
+        (["sweep", "bench/poolbench/specs/capacity.toml", "--search", "adaptive"], "has none"),
     ],
 )
 def test_bad_command_line_is_one_error_line(args: list[str], needle: str) -> None:
@@ -104,7 +107,7 @@ def test_resume_refuses_options_that_change_the_sweep(tmp_path: Path) -> None:
 def test_out_pointing_at_a_file_is_one_error_line(tmp_path: Path) -> None:
     target = tmp_path / "a-file"
     target.write_text("not a directory")
-    out = poolbench("sweep", "bench/specs/quick.toml", "--out", str(target))
+    out = poolbench("sweep", "bench/poolbench/specs/quick.toml", "--out", str(target))
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: --out {target}: not a directory"
 
@@ -135,7 +138,9 @@ def test_a_bad_dsn_is_one_error_line_before_anything_starts(
     pg: Database, tmp_path: Path, case: str
 ) -> None:
     dsn, needle = dsn_cases(pg)[case]
-    out = poolbench("sweep", "bench/specs/quick.toml", "--out", str(tmp_path), "--dsn", dsn)
+    out = poolbench(
+        "sweep", "bench/poolbench/specs/quick.toml", "--out", str(tmp_path), "--dsn", dsn
+    )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], out.stderr

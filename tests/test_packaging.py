@@ -83,7 +83,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel, built from a copy of the checkout (no build/ left in the tree)."""
     src = tmp_path_factory.mktemp("src") / "poolbench"
     ignore = shutil.ignore_patterns(
-        ".git", ".venv", "results", "reports", "build", "dist", "*.egg-info", "__pycache__", ".*cache"
+        ".git",
+        ".venv",
+        "results",
+        "reports",
+        "build",
+        "dist",
+        "*.egg-info",
+        "__pycache__",
+        ".*cache",
     )
     shutil.copytree(ROOT, src, ignore=ignore)
     out = tmp_path_factory.mktemp("wheel")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from poolbench.analysis.synthetic import make_sweep
 from tests.conftest import ROOT
-from tests.synthetic_sweep import make_sweep
 
 
 def readme_example() -> str:

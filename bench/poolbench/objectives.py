@@ -25,6 +25,7 @@ from poolbench.defaults import (
     DEFAULT_SLO_P95_MS,
     DEFAULT_WORKERS_PER_INSTANCE,
 )
+from poolbench.fmt import opt_float
 
 # How the app reaches Postgres: its own pools straight to the server, or through a PgBouncer in
 # transaction mode whose server pool (default_pool_size) is what Postgres sees.
@@ -57,7 +58,7 @@ class EndpointSlo(SpecModel):
 
         An endpoint that completed no request in the window fails, as an empty window does.
         """
-        if not _number(figures.get("requests")) > 0:
+        if not (opt_float(figures.get("requests")) or 0.0) > 0:
             return "no request completed"
         return Slo(p95_ms=self.p95_ms, max_error_rate=self.max_error_rate).failure(figures)
 
@@ -97,16 +98,16 @@ class Slo(SpecModel):
         A window in which no request completed, or whose p95 or error rate is unknown, fails:
         nothing measured is not a pass.
         """
-        if _number(row.get("requests")) == 0 or _number(row.get("empty_windows")) > 0:
+        if opt_float(row.get("requests")) == 0 or (opt_float(row.get("empty_windows")) or 0) > 0:
             return "no request completed in the measured window"
-        p95 = _number(row.get("p95_ms"))
-        errors = _number(row.get("error_rate"))
-        if math.isnan(p95):
+        p95 = opt_float(row.get("p95_ms"))
+        errors = opt_float(row.get("error_rate"))
+        if p95 is None:
             return "p95 unknown"
         if self.p95_ms is not None and not p95 <= self.p95_ms:
             return f"p95 {p95:.1f} ms > {self.p95_ms:g} ms"
         if self.max_error_rate is not None:
-            if math.isnan(errors):
+            if errors is None:
                 return "error rate unknown"
             if not errors <= self.max_error_rate:
                 return f"errors {errors:.2%} > {self.max_error_rate:.2%}"
@@ -161,19 +162,20 @@ class Demand:
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> Demand:
         """The demand of a runs.csv row or aggregated config (older sweeps: direct, 1 worker)."""
-        direct = _number(row.get("pg_max_size"))
-        overflow = _number(row.get("max_overflow"))
-        pools = _number(row.get("pool_size")) + _or_zero(overflow) + _or_zero(direct)
-        workers = _number(row.get("app_workers"))
-        peak = _number(row.get("pg_peak_connections"))
-        pgbouncer = _number(row.get("pgbouncer_pool_size"))
+        # Missing pool_size stays NaN (an unknown config); a missing overflow or asyncpg pool is 0.
+        pool_size = opt_float(row.get("pool_size"))
+        pools = (
+            (math.nan if pool_size is None else pool_size)
+            + (opt_float(row.get("max_overflow")) or 0.0)
+            + (opt_float(row.get("pg_max_size")) or 0.0)
+        )
+        workers = opt_float(row.get("app_workers")) or 0.0
+        pgbouncer = opt_float(row.get("pgbouncer_pool_size"))
         return cls(
             pools=pools,
             app_workers=int(workers) if workers >= 1 else DEFAULT_APP_WORKERS,
-            measured_peak=None if math.isnan(peak) else peak,
-            pgbouncer_pool_size=pgbouncer
-            if row.get("pooler") == PGBOUNCER and not math.isnan(pgbouncer)
-            else None,
+            measured_peak=opt_float(row.get("pg_peak_connections")),
+            pgbouncer_pool_size=pgbouncer if row.get("pooler") == PGBOUNCER else None,
         )
 
     @property
@@ -264,15 +266,3 @@ class Fleet(SpecModel):
             f"{self.instances} instances x {self.workers_per_instance} workers x "
             f"{demand.per_process:g} connections{measured} = {budget}"
         )
-
-
-def _number(value: Any) -> float:
-    """A figure as a float; missing or unparseable is NaN."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _or_zero(value: float) -> float:
-    return 0.0 if math.isnan(value) else value

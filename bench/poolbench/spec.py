@@ -91,9 +91,14 @@ class Point:
     duration_s: float
 
     @property
+    def sqlalchemy_connections(self) -> int:
+        """The most connections one process's SQLAlchemy pool opens: pool_size + max_overflow."""
+        return self.pool_size + self.max_overflow
+
+    @property
     def process_connections(self) -> int:
         """Every connection one app process may open: both pools."""
-        return self.pool_size + self.max_overflow + self.pg_max_size
+        return self.sqlalchemy_connections + self.pg_max_size
 
     @property
     def app_connections(self) -> int:

@@ -21,7 +21,7 @@ from poolbench.sweep.loadgen import (
 )
 from tests.conftest import ROOT
 
-QUICK = ROOT / "bench/specs/quick.toml"
+QUICK = ROOT / "bench/poolbench/specs/quick.toml"
 # The most one process may serve under the target share of a core.
 ONE_PROCESS_RPS = LOCUST_RPS_PER_CPU_S * DEFAULT_LOCUST_CPU_TARGET_PCT / 100
 

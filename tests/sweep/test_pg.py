@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from poolbench.errors import UsageError
 from poolbench.secrets import dsn_password, redact_dsn
-from poolbench.sweep.dsn import Dsn, check_database, parse_dsn
+from poolbench.sweep.dsn import check_database, parse_dsn
 from poolbench.sweep.pg import Database, PostgresServer, database, free_port
 from tests.conftest import ROOT
 

@@ -14,7 +14,7 @@ from poolbench.specfile import load_spec
 from poolbench.sweep.search import FAIL, PASS, UNTRUSTED, AdaptiveSearch, run_verdict
 from tests.conftest import ROOT
 
-QUICK = ROOT / "bench" / "specs" / "quick.toml"
+QUICK = ROOT / "bench" / "poolbench" / "specs" / "quick.toml"
 SIZES = [1, 2, 3, 4, 5, 6, 8]
 
 

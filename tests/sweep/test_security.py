@@ -23,7 +23,7 @@ from poolbench.sweep.pg import PostgresServer
 from tests.sweep.test_sweep import TINY_ONE, only_dir, read_rows, sweep_argv
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = ROOT / "bench/specs/quick.toml"
+QUICK = ROOT / "bench/poolbench/specs/quick.toml"
 LOCUST_DEFAULT_MASTER_PORT = 5557
 WILDCARDS = {"0.0.0.0", "::", ""}
 ONE_SHORT_RUN = [arg for arg in TINY_ONE if arg != "--no-report"]  # the report is checked too

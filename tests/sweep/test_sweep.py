@@ -23,7 +23,7 @@ from poolbench.sweep.figures import label_bottleneck
 from poolbench.sweep.pg import Database
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = "bench/specs/quick.toml"
+QUICK = "bench/poolbench/specs/quick.toml"
 APP = "poolbench.sweep.appserver"  # the sample app's workers
 # docs/DESIGN.md, "runs.csv columns": the analysis reads exactly these.
 DESIGN_COLUMNS = (

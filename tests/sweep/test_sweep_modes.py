@@ -116,7 +116,9 @@ def test_remote_worker_runs_the_printed_command(tmp_path: Path) -> None:
 
 
 def test_local_and_remote_workers_are_exclusive() -> None:
-    result = run_sweep("bench/specs/quick.toml", "--workers", "2", "--remote-workers", "1")
+    result = run_sweep(
+        "bench/poolbench/specs/quick.toml", "--workers", "2", "--remote-workers", "1"
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: --workers and --remote-workers")
 

@@ -89,7 +89,7 @@ def exact_history(history_path: Path) -> pd.DataFrame:
 def window_span(history_path: Path, history: pd.DataFrame) -> tuple[float, float] | None:
     """The measured window in the history's seconds (`t_s`), from the run's window.jsonl.
 
-    scenarios/common.py appends `{"event": "start"|"end", "epoch": ...}` lines there (the master's
+    poolbench.load appends `{"event": "start"|"end", "epoch": ...}` lines there (the master's
     markers; workers write `worker_*`), and Locust stamps each history row with the whole epoch
     second it was written, so both share a clock. None when there is no such file (synthetic
     data, plain Locust output) or its markers do not fall inside this history.

@@ -1,5 +1,7 @@
-"""Load a sweep directory (or plain Locust CSV output) into a typed Sweep with a tidy runs table
-(and, when the sweep has one, a tidy table of each run's per-endpoint figures)."""
+"""Load a sweep directory (or plain Locust CSV output) into a typed Sweep of tidy tables.
+
+The runs table; each run's per-endpoint figures when the sweep has them; each run's history.
+"""
 
 from __future__ import annotations
 

@@ -250,7 +250,7 @@ def _write_run_dir(run_dir: Path, row: dict[str, Any], *, window: bool = True) -
     (run_dir / "run.json").write_text(json.dumps(row))
     start = 1_735_732_800
     if window:
-        # As scenarios/common.py writes it: the master's markers, plus a worker's (ignored).
+        # As poolbench.load writes it: the master's markers, plus a worker's (ignored).
         markers = (
             ("start", start + WINDOW_START_S, 4242),
             ("worker_start", start + WINDOW_START_S + 0.01, 4243),

@@ -6,7 +6,7 @@ import typer
 
 from poolbench.cli import analysis, compare, db, observe, size, sweep
 from poolbench.cli.common import EXIT_USAGE, print_error
-from poolbench.errors import UsageError
+from poolbench.errors import Interrupted, UsageError
 
 app = typer.Typer(help="Measure connection pools instead of guessing them.", no_args_is_help=True)
 app.add_typer(db.app, name="db")
@@ -40,4 +40,7 @@ def main() -> None:
     except typer.Abort:
         print_error("aborted")
         raise SystemExit(130) from None
+    except Interrupted as exc:  # a signal that arrived where no command handles it itself
+        print_error(f"interrupted by {exc}")
+        raise SystemExit(128 + exc.signum) from None
     raise SystemExit(code if isinstance(code, int) else 0)

@@ -286,7 +286,7 @@ def label_bottleneck(point: Point, figures: Mapping[str, Any]) -> str:
     wait_p95 = _num(figures.get("acquire_wait_p95_ms"))
     waited = wait_p95 >= DEFAULT_POOL_WAIT_MIN_MS
     # The workers' peaks summed (poolbench.sweep.appworkers): every worker's pool was full once.
-    pools = point.app_workers * (point.pool_size + point.max_overflow)
+    pools = point.app_workers * point.sqlalchemy_connections
     all_checked_out = _num(figures.get("peak_checked_out")) >= pools
     # Behind PgBouncer a request also queues for a server connection there (SHOW POOLS maxwait:
     # how long the oldest waiting client had waited, a worst case like a high quantile).

@@ -17,7 +17,7 @@ from typing import Any
 from poolbench.spec import Point, SweepSpec
 from poolbench.sweep.figures import DEFAULT_LOADGEN_CPU_PCT
 
-# Requests per Locust CPU-second of the scenario user (`scenarios/common.py` PoolbenchUser,
+# Requests per Locust CPU-second of the scenario user (`poolbench.load` PoolbenchUser,
 # single_query, its window in HDR histograms) in the open model at 1,000 requests/s offered, one
 # process: 1,492 on a 2-core AMD EPYC (`.venv/bin/python benchmarks/locust_capacity.py`). The
 # conservative figure of those measured: the closed loop with no wait reached 2,673, a bare
@@ -94,7 +94,7 @@ def expected_rps(point: Point, spec: SweepSpec) -> tuple[float, str]:
         )
     own = spec.target is not None or spec.locustfile is not None
     if not own and point.scenario in POOL_BOUND_SCENARIOS and floor_ms > 0:
-        connections = point.app_workers * (point.pool_size + point.max_overflow)
+        connections = point.app_workers * point.sqlalchemy_connections
         bounds[connections / (floor_ms / 1000)] = (
             f"{connections} connections / {floor_ms:g} ms least hold"
         )
