@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from poolbench.results import RunRecord
 from poolbench.specfile import spec_from_dict
 from poolbench.sweep.metadata import manifest
 from poolbench.sweep.pg import Database, free_port
@@ -34,6 +35,9 @@ def poolbench(*args: str) -> subprocess.CompletedProcess[str]:
         (["size", "--concurrency", "abc"], "Invalid value for '--concurrency'"),
         (["size", "--concurrency", "10", "--no-such-option"], "No such option"),
         (["sweep", "no/such/spec.toml"], "no such file"),
+        # A path that does not exist is never taken for the shipped spec of the same name.
+        (["sweep", "no/such/specs/quick.toml"], "not a shipped spec"),
+        (["sweep", "quik"], "shipped: capacity, external"),
         (
             ["sweep", "bench/poolbench/specs/quick.toml", "--workers", "0"],
             "--workers 0: give a number",
@@ -69,7 +73,7 @@ def resumable(root: Path) -> Path:
     sweep.open(resume=False)
     point = spec.points()[0]
     record = {"run_id": point.run_id, "point": point.as_dict(), "figures": {"rps": 1.0}}
-    sweep.commit_run(sweep.new_run(point), record, [])
+    sweep.commit_run(sweep.new_run(point), RunRecord.from_json(record), [])
     sweep.close("interrupted")
     return root
 

@@ -42,11 +42,9 @@ def spec_path(spec: str) -> Path:
     path = Path(spec)
     if path.is_file():
         return path
-    name = path.name.removesuffix(".toml")
-    if len(path.parts) <= 1 or path.parts[-2:-1] == ("specs",):
-        shipped = SPECS_DIR / f"{name}.toml"
-        if shipped.is_file():
-            return shipped
+    shipped = SPECS_DIR / f"{path.name.removesuffix('.toml')}.toml"
+    if len(path.parts) == 1 and shipped.is_file():  # a bare name, never a missing path
+        return shipped
     raise UsageError(
         f"spec {spec}: no such file, and not a shipped spec (shipped: {', '.join(shipped_specs())})"
     )

@@ -13,7 +13,7 @@ import pytest
 
 from poolbench import load_sweep
 from poolbench.analysis.synthetic import make_sweep
-from poolbench.results import MANIFEST_FILE, RUNS_CSV_FILE
+from poolbench.results import MANIFEST_FILE, RUNS_CSV_FILE, RunRecord
 from poolbench.specfile import spec_from_dict
 from poolbench.sweep.metadata import manifest
 from poolbench.sweep.sweepdir import SweepDir
@@ -37,7 +37,7 @@ def write_sweep(root: Path, *, status: str = "finished") -> SweepDir:
             "bottleneck": BOTTLENECKS[point.pool_size],
         }
         record = {"run_id": point.run_id, "point": point.as_dict(), "figures": figures}
-        sweep.commit_run(tmp, record, [])
+        sweep.commit_run(tmp, RunRecord.from_json(record), [])
     sweep.close(status)
     return sweep
 

@@ -11,7 +11,13 @@ from typing import Any
 import pandas as pd
 
 from poolbench import endpoint_figures, load_sweep
-from poolbench.results import ENDPOINTS_CSV_COLUMNS, ENDPOINTS_CSV_FILE, RUN_FILE, RUNS_DIR
+from poolbench.results import (
+    ENDPOINTS_CSV_COLUMNS,
+    ENDPOINTS_CSV_FILE,
+    RUN_FILE,
+    RUNS_DIR,
+    RunRecord,
+)
 from poolbench.specfile import spec_from_dict
 from poolbench.sweep.metadata import manifest
 from poolbench.sweep.sweepdir import SweepDir
@@ -52,7 +58,7 @@ def write_sweep(root: Path, endpoints: list[dict[str, dict[str, Any]] | None]) -
         }
         if by_endpoint is not None:  # a run recorded before endpoints existed has none
             record["endpoints"] = by_endpoint
-        sweep.commit_run(tmp, record, [])
+        sweep.commit_run(tmp, RunRecord.from_json(record), [])
     sweep.close("finished")
     return sweep
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from poolbench.errors import UsageError
+from poolbench.results import RunRecord
 from poolbench.spec import ADAPTIVE, Point, SweepSpec
 from poolbench.specfile import load_spec
 from poolbench.sweep.search import FAIL, PASS, UNTRUSTED, AdaptiveSearch, run_verdict
@@ -23,10 +24,11 @@ def spec(**overrides: Any) -> SweepSpec:
     return load_spec(QUICK, {"search": ADAPTIVE, "timing.repetitions": 3, **overrides})
 
 
-def record(passed: bool, bottleneck: str = "pool") -> dict[str, Any]:
-    """A finished run's run.json, as far as the verdict reads it: 100 rps offered over 6 s."""
-    return {
-        "figures": {
+def record(passed: bool, bottleneck: str = "pool") -> RunRecord:
+    """A finished run's record, as far as the verdict reads it: 100 rps offered over 6 s."""
+    return RunRecord(
+        run_id="run",
+        figures={
             "rps": 100.0 if passed else 70.0,
             "p95_ms": 40.0 if passed else 900.0,
             "error_rate": 0.0,
@@ -34,16 +36,15 @@ def record(passed: bool, bottleneck: str = "pool") -> dict[str, Any]:
             "inflight_at_end": 2,
             "bottleneck": bottleneck,
         },
-        "endpoints": {},
-    }
+    )
 
 
 def search_with(
     sweep: SweepSpec, passes: Callable[[Point], bool]
-) -> tuple[list[Point], dict[str, dict[str, Any]]]:
+) -> tuple[list[Point], dict[str, RunRecord]]:
     """Run the search to its end, every run's verdict from `passes`; return the runs in order."""
     search = AdaptiveSearch.of(sweep.points(), sweep.slo, sweep.timing.repetitions)
-    finished: dict[str, dict[str, Any]] = {}
+    finished: dict[str, RunRecord] = {}
     ran = []
     while (point := search.next_point(finished)) is not None:
         assert point.run_id not in finished, "a run chosen twice"
@@ -61,7 +62,7 @@ def grid_optimum(sweep: SweepSpec, passes: Callable[[Point], bool]) -> int | Non
     return min((size for size, v in verdicts.items() if all(v)), default=None)
 
 
-def search_optimum(ran: list[Point], finished: dict[str, dict[str, Any]], reps: int) -> int | None:
+def search_optimum(ran: list[Point], finished: dict[str, RunRecord], reps: int) -> int | None:
     runs: dict[int, list[bool]] = {}
     for point in ran:
         runs.setdefault(point.pool_size, []).append(record(True) == finished[point.run_id])

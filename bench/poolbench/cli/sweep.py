@@ -66,9 +66,9 @@ def runs_table(sweep: SweepDir) -> Table:
     for title, *_ in TABLE_COLUMNS:
         table.add_column(title, justify="left" if title in ("run_id", "bottleneck") else "right")
     for point in sweep.points:
-        if point.run_id not in sweep.runs:
+        if point.run_id not in sweep.records:
             continue
-        row = {"run_id": point.run_id, **sweep.runs[point.run_id]["figures"]}
+        row = {"run_id": point.run_id, **sweep.records[point.run_id].figures}
         table.add_row(
             *("-" if row.get(k) is None else fmt.format(row[k]) for _, k, fmt in TABLE_COLUMNS)
         )

@@ -376,7 +376,7 @@ def run_sweep(
 
     def next_point() -> Point | None:
         if search is not None:
-            return search.next_point(sweep.runs)
+            return search.next_point(sweep.records)
         return next(iter(sweep.todo()), None)
 
     def announce(point: Point, command: str) -> None:

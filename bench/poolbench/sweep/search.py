@@ -35,7 +35,7 @@ from typing import Any
 
 from poolbench.analysis.optimum import run_failure
 from poolbench.objectives import Slo
-from poolbench.results import UNTRUSTED_BOTTLENECKS
+from poolbench.results import UNTRUSTED_BOTTLENECKS, RunRecord
 from poolbench.spec import SLO, Point
 
 # What a finished run says about its pool size. A run a CPU or the load generator limited says
@@ -43,13 +43,12 @@ from poolbench.spec import SLO, Point
 PASS, FAIL, UNTRUSTED = "pass", "fail", "untrusted"
 
 
-def run_verdict(point: Point, record: Mapping[str, Any], slo: Slo) -> str:
+def run_verdict(point: Point, record: RunRecord, slo: Slo) -> str:
     """PASS or FAIL as the analysis judges the run (`run_failure`), or UNTRUSTED."""
-    figures = record.get("figures") or {}
-    if figures.get("bottleneck") in UNTRUSTED_BOTTLENECKS:
+    if record.figures.get("bottleneck") in UNTRUSTED_BOTTLENECKS:
         return UNTRUSTED
-    row = {**point.as_dict(), **figures}
-    return PASS if run_failure(row, slo, record.get("endpoints") or {}) is None else FAIL
+    row = {**point.as_dict(), **record.figures}
+    return PASS if run_failure(row, slo, record.endpoints) is None else FAIL
 
 
 @dataclass(kw_only=True)
@@ -135,8 +134,8 @@ class AdaptiveSearch:
             line.sizes = sorted({size for size, _ in line.points})
         return cls(lines=list(lines.values()), always=always, slo=slo)
 
-    def next_point(self, finished: Mapping[str, Mapping[str, Any]]) -> Point | None:
-        """The next point to run given the finished runs (run.json records by run_id)."""
+    def next_point(self, finished: Mapping[str, RunRecord]) -> Point | None:
+        """The next point to run given the finished runs' records, by run_id."""
         unfinished = [p for p in self.always if p.run_id not in finished]
         if unfinished:
             return unfinished[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,6 @@ class SweepDir:
         self.runs_dir = root / RUNS_DIR
         self.logs = root / LOGS_DIR
         self.records: dict[str, RunRecord] = {}
-        # The same runs in their run.json form, for readers of that (the search's verdicts).
-        self.runs: dict[str, dict[str, Any]] = {}
         # How the sweep being resumed ended, when it did not finish (see results.sweep_ending).
         self.previous_ending: str | None = None
 
@@ -75,7 +73,6 @@ class SweepDir:
         for stale in self.runs_dir.glob(".*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)  # a run cut short last time
         self.records = finished_runs(self.root)
-        self.runs = {run_id: record.as_json() for run_id, record in self.records.items()}
         return self
 
     def todo(self) -> list[Point]:
@@ -89,13 +86,8 @@ class SweepDir:
         tmp.mkdir()
         return tmp
 
-    def commit_run(self, tmp: Path, record: RunRecord | Mapping[str, Any], dsns: list[str]) -> None:
-        """Write run.json, scrub the DSNs' passwords, rename into place, update the tables.
-
-        A record in its run.json form is read as one (RunRecord.from_json) first.
-        """
-        if not isinstance(record, RunRecord):
-            record = RunRecord.from_json(record)
+    def commit_run(self, tmp: Path, record: RunRecord, dsns: list[str]) -> None:
+        """Write run.json, scrub the DSNs' passwords, rename into place, update the tables."""
         run_id = record.run_id
         write_json(tmp / RUN_FILE, record.as_json())
         for dsn in dsns:
@@ -104,7 +96,6 @@ class SweepDir:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         self.records[run_id] = record
-        self.runs[run_id] = record.as_json()
         self.write_runs_csv()
         self.write_endpoints_csv()
 
