@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
+import re
 import sys
 
-# What every command but `instrument` runs on: the [bench] extra's import names.
-BENCH_MODULES = (
-    "asyncpg", "fastapi", "httpx", "jinja2", "locust", "matplotlib", "numpy", "pandas",
-    "psutil", "pydantic_settings", "rich", "scipy", "typer", "uvicorn",
-)  # fmt: skip
 BENCH_INSTALL = "pip install 'poolbench[bench]'"
+_BENCH_EXTRA = re.compile(r"""extra\s*==\s*["']bench["']""")
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
-def missing_bench_modules() -> list[str]:
-    """The [bench] extra's modules this environment lacks (found without importing them)."""
-    return [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
+def missing_bench_packages() -> list[str]:
+    """The [bench] extra's distributions this environment lacks, read from our own metadata.
+
+    pyproject.toml's `[project.optional-dependencies] bench` is the one list; this reads it back
+    from the installed metadata instead of keeping a copy.
+    """
+    missing = []
+    for requirement in importlib.metadata.requires("poolbench") or ():
+        if _BENCH_EXTRA.search(requirement) and (name := _NAME.match(requirement)):
+            try:
+                importlib.metadata.version(name.group(0))
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(name.group(0))
+    return missing
 
 
 def main() -> None:
@@ -25,7 +34,7 @@ def main() -> None:
 
         print(f"poolbench {__version__}")
         return
-    missing = missing_bench_modules()
+    missing = missing_bench_packages()
     if missing:
         print(
             f"error: poolbench's commands need the [bench] extra (missing: {', '.join(missing)});"
