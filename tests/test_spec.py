@@ -50,7 +50,7 @@ def test_external_example_target_is_valid_once_uncommented() -> None:
     )
     spec = spec_from_dict(tomllib.loads(f"{head}[target]\n{uncommented}"), source="external")
     assert spec.target is not None and spec.target.url == "http://127.0.0.1:8000"
-    command = spec.target.restart_cmd.format(**spec.points()[0].as_dict())
+    command = spec.target.expand(spec.points()[0]).command
     assert "-e DB_POOL_SIZE=2 -e DB_MAX_OVERFLOW=0" in command
     assert spec.app_env == {"DB_POOL_TIMEOUT_S": "5"}
 
@@ -63,7 +63,63 @@ def test_restart_cmd_placeholders_are_checked_at_load_time(tmp_path: Path) -> No
         write(tmp_path, text + 'restart_cmd = "cd ${{HOME}} && restart {pool_size}"\n')
     )
     assert spec.target is not None
-    assert spec.target.restart_cmd.format(pool_size=5) == "cd ${HOME} && restart 5"
+    point = spec.points()[0]
+    assert spec.target.expand(point).command == f"cd ${{HOME}} && restart {point.pool_size}"
+
+
+MANAGED = """name = "mine"
+locustfile = "load.py"
+[grid]
+pool_size = [2, 4]
+[target]
+command = "uvicorn app:app --port {port}"
+cwd = "service"
+[target.env]
+MYAPP_DB_URL = "{database_url}"
+MYAPP_POOL = "{pool_size}"
+"""
+
+
+def test_a_managed_target_fills_its_command_and_env_and_runs_in_the_spec_dir(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "load.py").write_text("from locust import HttpUser\nclass U(HttpUser):\n    pass\n")
+    spec = load_spec(write(tmp_path, MANAGED))
+    assert spec.target is not None and spec.target.managed
+    assert spec.target.cwd == str(tmp_path / "service")  # relative to the spec file
+    expanded = spec.target.expand(spec.points()[1], port="8123", database_url="postgresql+a://d")
+    assert expanded.command == "uvicorn app:app --port 8123"
+    assert expanded.env == {"MYAPP_DB_URL": "postgresql+a://d", "MYAPP_POOL": "4"}
+    # What a manifest stores reads back as the same spec, nulls and all (issue 18, item 1).
+    stored = spec.to_dict()
+    assert stored["target"]["url"] is None and stored["target"]["pid_file"] is None
+    assert spec_from_dict(stored, source="manifest", check_files=False) == spec
+    restarted = load_spec(
+        write(
+            tmp_path, 'scenario = "single_query"\n[target]\nurl = "http://h:1"\nrestart_cmd = "r"\n'
+        )
+    )
+    assert restarted.target is not None and restarted.target.cwd == str(tmp_path)
+    assert spec_from_dict(restarted.to_dict(), source="m", check_files=False) == restarted
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("--port {port}", "--port 80"), "target.command: tell the service where to listen"),
+        (("command =", "restart_cmd ="), "target.url: missing (restart_cmd needs the url"),
+        (("{pool_size}", "{pool}"), "target.env.MYAPP_POOL: bad placeholder 'pool'"),
+        (("MYAPP_POOL", "9BAD"), 'target.env."9BAD": must be an environment variable name'),
+        (("cwd = ", 'stop_cmd = "x"\ncwd = '), "target.stop_cmd: only with restart_cmd"),
+    ],
+)
+def test_a_target_that_cannot_run_fails_at_load_time(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    (tmp_path / "load.py").write_text("from locust import HttpUser\nclass U(HttpUser):\n    pass\n")
+    with pytest.raises(UsageError) as info:
+        load_spec(write(tmp_path, MANAGED.replace(*change)))
+    assert message in str(info.value)
 
 
 def test_quick_spec_can_fit_a_usl_curve() -> None:
@@ -170,7 +226,10 @@ DB_POOL_PRE_PING = false
         ('scenario = "single_query"\nshape = "zigzag"\n', "shape: must be one of"),
         ('scenario = "single_query"\n[timing]\nduration_s = 0\n', "timing.duration_s: must be"),
         ('scenario = "single_query"\n[slo]\nmax_error_rate = 2\n', "slo.max_error_rate"),
-        ('scenario = "single_query"\n[target]\nurl = "x"\n', "target.restart_cmd: missing"),
+        (
+            'scenario = "single_query"\n[target]\nurl = "http://x"\n',
+            "target: give command (poolbench starts and stops your service) or restart_cmd",
+        ),
         (
             'scenario = "single_query"\n[grid]\nsim_latency_ms = [1]\n'
             "[workload]\nsim_latency_ms = 2\n",

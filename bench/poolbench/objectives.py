@@ -158,6 +158,9 @@ class Demand:
     app_workers: int = DEFAULT_APP_WORKERS
     measured_peak: float | None = None
     pgbouncer_pool_size: float | None = None
+    # Whether each process has an asyncpg pool besides SQLAlchemy's (a service of the user's own
+    # may report none: then pg_max_size is blank and only its one pool counts).
+    asyncpg_pool: bool = True
 
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> Demand:
@@ -176,7 +179,13 @@ class Demand:
             app_workers=int(workers) if workers >= 1 else DEFAULT_APP_WORKERS,
             measured_peak=opt_float(row.get("pg_peak_connections")),
             pgbouncer_pool_size=pgbouncer if row.get("pooler") == PGBOUNCER else None,
+            asyncpg_pool=opt_float(row.get("pg_max_size")) is not None,
         )
+
+    @property
+    def pools_named(self) -> str:
+        """What `pools` counts, in words: both pools, or the one the service has."""
+        return "both pools" if self.asyncpg_pool else "the pool"
 
     @property
     def per_process(self) -> float:

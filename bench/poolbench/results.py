@@ -222,8 +222,12 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     spec: dict[str, Any] = field(default_factory=dict)  # SweepSpec.to_dict()
     spec_path: str | None = None
+    # poolbench's own environment (the runner and Locust) and checkout, not the service's.
     versions: dict[str, str | None] = field(default_factory=dict)
     git_sha: str | None = None
+    # The service's: what its telemetry reports it runs on (Python, FastAPI, SQLAlchemy, the
+    # driver, each pool's limits), from its latest run; None until a run reported one.
+    target_stack: dict[str, Any] | None = None
     host: dict[str, Any] = field(default_factory=dict)
     dsn: str | None = None  # redacted, or how the database was chosen
     # "auto" (no --workers): chosen per run, see RunRecord.locust_processes, locust_workers.

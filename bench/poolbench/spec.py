@@ -44,7 +44,15 @@ from poolbench.locustfiles import (
 )
 from poolbench.objectives import DIRECT, PGBOUNCER, Fleet, Slo
 from poolbench.shipped import WINDOW_PLUGIN
-from poolbench.spectables import DEFAULT_POOLER, WORKLOAD_AXES, Grid, Target, Timing, Workload
+from poolbench.spectables import (
+    DEFAULT_POOLER,
+    TARGET_PLACEHOLDERS,
+    WORKLOAD_AXES,
+    Grid,
+    Target,
+    Timing,
+    Workload,
+)
 
 __all__ = ["Grid", "Point", "SweepSpec", "Target", "Timing", "Workload"]
 
@@ -216,9 +224,10 @@ class SweepSpec(SpecModel):
                 raise FieldError(
                     "target",
                     "grid.app_workers and grid.pooler shape the sample app the sweep starts; "
-                    "with a [target] your restart_cmd decides its workers and pooler",
+                    "with a [target] your service decides its workers and pooler",
                 )
-            self.target.restart_command(self.points()[0])  # at load time, not mid-sweep
+            # Every placeholder is known at load time, not mid-sweep.
+            self.target.expand(self.points()[0], **dict.fromkeys(TARGET_PLACEHOLDERS, "0"))
         return self
 
     def _check_load(self, *, check_files: bool) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
-from pydantic import PlainValidator, model_validator
+from pydantic import Field, PlainValidator, ValidationInfo, model_validator
 
 from poolbench.checks import (
     MAX_MS,
@@ -124,7 +127,9 @@ class Timing(SpecModel):
     spawn_rate: Annotated[float, number(0, MAX_RATE, strict=True)] = DEFAULT_SPAWN_RATE
 
 
-def _url(value: object) -> str:
+def _url(value: object) -> str | None:
+    if value is None:  # a manifest stores an unset url as null
+        return None
     url = non_empty_text(value).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
@@ -152,33 +157,144 @@ def _cgroup(value: object) -> str | None:
     return path
 
 
+# Placeholders a [target] command and env values get besides the point's fields.
+TARGET_PLACEHOLDERS = ("port", "database_url", "dsn")
+# Bound only by a managed `command`: the loopback port poolbench picked for the run.
+PORT_PLACEHOLDER = "port"
+DSN_PLACEHOLDERS = ("database_url", "dsn")  # from --dsn: SQLAlchemy's asyncpg form, libpq's
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _target_env(value: object) -> dict[str, str]:
+    """[target.env]: environment names of the service's own, each a template string."""
+    if not isinstance(value, Mapping):
+        raise ValueError('must be a table of NAME = "template"')
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise FieldError((str(key),), "must be an environment variable name")
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            raise FieldError((key,), "must be a string or number (placeholders: {pool_size}, ...)")
+        env[key] = str(item)
+    return env
+
+
 class Target(SpecModel):
-    """Bring your own app: restart it per point with `restart_cmd`, then load `url`."""
+    """Bring your own service: poolbench starts it per run (`command`), or restarts it.
+
+    `command`: a managed service, started for each run with the run's settings (in its
+    placeholders and in `env`), stopped after the run like the sample app. `restart_cmd`: a
+    service poolbench cannot start itself, restarted by the command, which must stop the
+    previous instance and return; `stop_cmd`, if given, stops the last one when the sweep ends.
+    Both run with `sh -c` in `cwd` (default: the spec file's directory).
+    """
 
     table = "target"
-    url: Annotated[str, PlainValidator(_url)]
-    restart_cmd: Annotated[str, text()]
+    command: Annotated[str | None, text(optional=True)] = None
+    restart_cmd: Annotated[str | None, text(optional=True)] = None
+    stop_cmd: Annotated[str | None, text(optional=True)] = None
+    url: Annotated[str | None, PlainValidator(_url)] = None
+    cwd: Annotated[str | None, PlainValidator(_absolute)] = None
+    env: Annotated[Mapping[str, str], PlainValidator(_target_env)] = Field(default_factory=dict)
     health_path: Annotated[str, PlainValidator(_health_path)] = DEFAULT_HEALTH_PATH
-    # Where the target's CPU and memory are measured from (neither: not measured): a file the
-    # restart writes the service's pid to, and/or the service's cgroup (v2) directory.
+    # Where the target's CPU and memory are measured from, besides a managed command's own
+    # process (neither: not measured): a file the restart writes the service's pid to, and/or
+    # the service's cgroup (v2) directory.
     pid_file: Annotated[str | None, PlainValidator(_absolute)] = None
     cgroup: Annotated[str | None, PlainValidator(_cgroup)] = None
 
     @model_validator(mode="before")
     @classmethod
-    def _needs_url_and_restart_cmd(cls, data: Any) -> Any:
-        for key in ("url", "restart_cmd"):
-            if isinstance(data, Mapping) and key not in data:
-                raise FieldError(key, "missing (a [target] needs url and restart_cmd)")
+    def _resolve_cwd(cls, data: Any, info: ValidationInfo) -> Any:
+        """A relative cwd (and none at all) is the spec file's directory, stored absolute."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        base = Path((info.context or {}).get("base_dir", "."))
+        cwd = data.get("cwd")
+        if cwd is None or isinstance(cwd, str) and cwd.strip():
+            data["cwd"] = str((base / Path(cwd or ".").expanduser()).resolve())
         return data
 
-    def restart_command(self, point: Point) -> str:
-        """The shell command that restarts the target for `point` (str.format of restart_cmd)."""
-        try:
-            return self.restart_cmd.format(**point.as_dict())
-        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+    @model_validator(mode="after")
+    def _one_way_to_start(self) -> Self:
+        if (self.command is None) == (self.restart_cmd is None):
             raise FieldError(
-                "target.restart_cmd",
-                f"bad placeholder {exc} (use point fields such as {{pool_size}}; "
-                "double literal braces: ${VAR} becomes ${{VAR}})",
-            ) from None
+                "target",
+                "give command (poolbench starts and stops your service) or restart_cmd "
+                "(your command restarts it), exactly one",
+            )
+        if self.restart_cmd is not None and self.url is None:
+            raise FieldError("target.url", "missing (restart_cmd needs the url it serves at)")
+        if self.stop_cmd is not None and self.command is not None:
+            raise FieldError("target.stop_cmd", "only with restart_cmd (command is stopped by us)")
+        if self.managed and self.url is None and PORT_PLACEHOLDER not in self.placeholders():
+            raise FieldError(
+                "target.command",
+                "tell the service where to listen with {port} (in command or env), or give url",
+            )
+        if not self.managed and PORT_PLACEHOLDER in self.placeholders():
+            raise FieldError("target", "{port} is a managed command's: restart_cmd has a url")
+        return self
+
+    @property
+    def managed(self) -> bool:
+        """Whether poolbench starts and stops the service itself (`command`)."""
+        return self.command is not None
+
+    def placeholders(self) -> set[str]:
+        """Every placeholder the commands, url and env use."""
+        names: set[str] = set()
+        for template in self._templates().values():
+            names |= {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        return names
+
+    def expand(self, point: Point, **bound: str) -> Expanded:
+        """The commands, url and env for `point`: str.format of each with point fields and bound.
+
+        Raises a FieldError naming the template whose placeholder is unknown.
+        """
+        values = point.as_dict() | bound
+        out: dict[str, str] = {}
+        for where, template in self._templates().items():
+            try:
+                out[where] = template.format(**values)
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                known = ", ".join(f"{{{n}}}" for n in (*TARGET_PLACEHOLDERS, "pool_size"))
+                raise FieldError(
+                    f"target.{where}",
+                    f"bad placeholder {exc} (known: {known} and every point field; double a "
+                    "literal brace: ${VAR} becomes ${{VAR}})",
+                ) from None
+        env = {key[len("env.") :]: v for key, v in out.items() if key.startswith("env.")}
+        return Expanded(
+            command=out.get("command") or out.get("restart_cmd", ""),
+            stop_cmd=out.get("stop_cmd"),
+            url=out.get("url"),
+            env=env,
+        )
+
+    def env_names(self) -> dict[str, str]:
+        """Point fields passed whole in [target.env], by field: {"pool_size": "MYAPP_POOL_SIZE"}."""
+        names: dict[str, str] = {}
+        for name, template in self.env.items():
+            parsed = list(string.Formatter().parse(template))
+            if len(parsed) == 1 and parsed[0][0] == "" and parsed[0][1] and not parsed[0][2]:
+                names.setdefault(parsed[0][1], name)
+        return names
+
+    def _templates(self) -> dict[str, str]:
+        fields = {"command": self.command, "restart_cmd": self.restart_cmd}
+        fields |= {"stop_cmd": self.stop_cmd, "url": self.url}
+        templates = {k: v for k, v in fields.items() if v is not None}
+        return templates | {f"env.{k}": v for k, v in self.env.items()}
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """A [target]'s templates filled in for one run."""
+
+    command: str
+    stop_cmd: str | None
+    url: str | None
+    env: dict[str, str]

@@ -112,8 +112,17 @@ async def test_reset_starts_a_new_window_but_not_prometheus(run_app: AppRunner) 
 async def test_snapshot_has_the_design_keys(run_app: AppRunner) -> None:
     async with run_app(db_pool_size=4, db_max_overflow=6, pg_pool_max_size=3) as (_, client):
         body = (await client.get("/telemetry")).json()
-    # The window's keys (the contract figures.py reads), then the cumulative totals (added).
-    assert body.keys() == {"window_s", "sqlalchemy", "asyncpg", "http", "requests", "totals"}
+    # The window's keys (the contract figures.py reads), the cumulative totals, the stack.
+    assert body.keys() == {
+        "window_s", "sqlalchemy", "asyncpg", "http", "requests", "totals", "stack",
+    }  # fmt: skip
+    # What the service runs on, for the manifest: its versions and the pools' real limits.
+    stack = body["stack"]
+    assert stack["versions"]["sqlalchemy"] and stack["versions"]["python"]
+    assert stack["pools"] == {
+        "sqlalchemy": {"driver": "asyncpg", "pool_size": 4, "max_overflow": 6},
+        "asyncpg": {"driver": "asyncpg", "pool_size": 3, "max_overflow": 0},
+    }
     pool_keys = {
         "pool_size", "max_overflow", "checked_out", "overflow_in_use", "peak_checked_out",
         "timeouts", "connections_opened", "connections_closed", "acquire_wait_ms",

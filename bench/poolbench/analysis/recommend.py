@@ -86,6 +86,9 @@ class PoolConfig:
     fleet: Fleet | None = None
     warnings: Sequence[str] = ()
     pre_ping_cost: str = PRE_PING_NOT_MEASURED
+    # A service of the user's own: its env names of the point fields ([target] env), and only
+    # those are printed as env vars; None: the sample app's settings.
+    env_names: Mapping[str, str] | None = None
 
 
 def config_snippet(
@@ -108,20 +111,7 @@ def config_snippet(
         )
     lines += [
         "",
-        f"DB_POOL_SIZE={pool}",
-        f"DB_MAX_OVERFLOW={overflow}",
-        f"DB_POOL_TIMEOUT_S={timeout}",
-        f"DB_POOL_RECYCLE_S={recycle}",
-        "DB_POOL_PRE_PING=true",
-    ]
-    if direct is not None:
-        lines += [
-            f"PG_POOL_MIN_SIZE={min(DEFAULT_PG_MIN_SIZE, direct)}",
-            f"PG_POOL_MAX_SIZE={direct}",
-        ]
-    if config.http_concurrency_limit is not None:
-        lines.append(f"HTTP_CONCURRENCY_LIMIT={config.http_concurrency_limit}")
-    lines += [
+        *_env_lines(config, timeout, recycle),
         "",
         "engine = create_async_engine(",
         "    url,",
@@ -175,6 +165,39 @@ def config_snippet(
     return "\n".join(lines)
 
 
+def _env_lines(config: PoolConfig, timeout: float, recycle: float) -> list[str]:
+    """The settings as env vars: the sample app's, or those the service's [target] env named."""
+    direct = config.pg_max_size
+    if config.env_names is not None:
+        values = {
+            "pool_size": config.pool_size,
+            "max_overflow": config.max_overflow,
+            "pg_max_size": direct,
+            "http_concurrency_limit": config.http_concurrency_limit,
+        }
+        named = [
+            f"{config.env_names[k]}={v}"
+            for k, v in values.items()
+            if v is not None and k in config.env_names
+        ]
+        return ["# your service's settings, by the names in [target] env", *named]
+    lines = [
+        f"DB_POOL_SIZE={config.pool_size}",
+        f"DB_MAX_OVERFLOW={config.max_overflow}",
+        f"DB_POOL_TIMEOUT_S={timeout}",
+        f"DB_POOL_RECYCLE_S={recycle}",
+        "DB_POOL_PRE_PING=true",
+    ]
+    if direct is not None:
+        lines += [
+            f"PG_POOL_MIN_SIZE={min(DEFAULT_PG_MIN_SIZE, direct)}",
+            f"PG_POOL_MAX_SIZE={direct}",
+        ]
+    if config.http_concurrency_limit is not None:
+        lines.append(f"HTTP_CONCURRENCY_LIMIT={config.http_concurrency_limit}")
+    return lines
+
+
 def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -> str:
     """The env vars, engine kwargs, reasons and risk flags for the recommended config."""
     if analysis.headline.optimum.inconclusive:
@@ -184,8 +207,14 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         raise UsageError(
             f"{analysis.sweep.name}: no pool config to recommend (the input has no pool_size)"
         )
-    direct, direct_why = asyncpg_pool(rec)
+    direct: int | None = None
+    direct_why = ""
+    if opt_float(rec.get("pg_max_size")) is not None:  # blank: the service has no asyncpg pool
+        direct, direct_why = asyncpg_pool(rec)
+    target = analysis.sweep.spec.target if analysis.sweep.spec is not None else None
     limit = opt_float(rec.get("http_concurrency_limit"))
+    if target is not None and "http_concurrency_limit" not in target.env_names():
+        limit = None  # the sample app's semaphore: the service never saw it
     header = [
         f"# poolbench recommendation from {analysis.sweep.name}",
         f"# {analysis.headline.label}: {analysis.headline.optimum.reason}",
@@ -205,5 +234,6 @@ def recommend_snippet(analysis: Analysis, idle_timeout_s: float | None = None) -
         fleet=analysis.fleet,
         warnings=analysis.warnings,
         pre_ping_cost=pre_ping_cost(rec, analysis.sweep.runs),
+        env_names=target.env_names() if target is not None else None,
     )
     return config_snippet(header, config, idle_timeout_s)

@@ -80,7 +80,7 @@ def collect_warnings(
         demand = Demand.of(optimum.row)
         if fleet is not None and not fleet.fits(demand):
             out.append(
-                f"{prefix}recommendation breaks the fleet budget (both pools): "
+                f"{prefix}recommendation breaks the fleet budget ({demand.pools_named}): "
                 f"{fleet.describe(demand)}"
             )
         out.extend(prefix + w for w in connection_warnings(optimum.row))
@@ -140,7 +140,7 @@ def connection_warnings(row: Mapping[str, Any]) -> list[str]:
         declared, whose = demand.pgbouncer_pool_size, "PgBouncer's default_pool_size allows"
     else:
         declared = demand.app_workers * demand.pools
-        whose = "both pools allow" + (
+        whose = f"{demand.pools_named} allow" + (
             f" in {demand.app_workers} workers" if demand.app_workers > 1 else ""
         )
     if measured is None or measured <= declared:

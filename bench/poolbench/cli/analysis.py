@@ -233,7 +233,8 @@ def _print_summary(analysis: Analysis) -> None:
     style = "green" if verdict.startswith("PASS") else "red" if verdict.startswith("FAIL") else ""
     console.print(f"[bold]SLO:[/] [{style}]{verdict}[/]" if style else f"SLO: {verdict}")
     if analysis.fleet is not None and rec is not None:
-        console.print(f"[bold]Fleet (both pools):[/] {analysis.fleet.describe(Demand.of(rec))}")
+        demand = Demand.of(rec)
+        console.print(f"[bold]Fleet ({demand.pools_named}):[/] {analysis.fleet.describe(demand)}")
     if analysis.warnings:
         console.print("[bold yellow]Warnings:[/]")
         for warning in analysis.warnings:

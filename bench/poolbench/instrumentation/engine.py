@@ -149,4 +149,5 @@ def instrument_engine(engine: AsyncEngine | Engine, telemetry: PoolTelemetry) ->
         # QueuePool keeps it private; other pool classes have no overflow.
         max_overflow=max(0, int(getattr(pool, "_max_overflow", 0))),
     )
+    telemetry.driver = target.dialect.driver
     _pool_events(target, telemetry)

@@ -90,6 +90,7 @@ class InstrumentedPool:
         self.acquire_timeout_s = acquire_timeout_s
         self.rewrite = rewrite
         telemetry.attach(pool_size=pool.get_max_size(), max_overflow=0)
+        telemetry.driver = "asyncpg"
 
     @asynccontextmanager
     async def acquire(

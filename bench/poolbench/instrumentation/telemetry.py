@@ -12,7 +12,9 @@ Three views of the same events, all updated on the event loop thread without loc
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -28,6 +30,22 @@ from poolbench.instrumentation.window import (
 
 SQLALCHEMY, ASYNCPG = "sqlalchemy", "asyncpg"
 POOLS = (SQLALCHEMY, ASYNCPG)
+# The packages a pool's behaviour depends on, reported under `stack` in /telemetry when installed.
+STACK_PACKAGES = (
+    "fastapi", "starlette", "sqlalchemy", "asyncpg", "psycopg", "psycopg2", "aiopg", "uvicorn",
+    "gunicorn", "hypercorn", "granian", "pydantic", "poolbench",
+)  # fmt: skip
+
+
+def package_versions() -> dict[str, str]:
+    """This process's Python and the installed STACK_PACKAGES, by distribution name."""
+    found = {"python": platform.python_version()}
+    for name in STACK_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 class PoolOccupancy:
@@ -80,6 +98,7 @@ class PoolTelemetry:
     def __init__(self, name: str, metrics: PoolMetrics) -> None:
         self.name = name
         self.instrumented = False
+        self.driver: str | None = None  # the DBAPI driver, as SQLAlchemy's dialect names it
         self.pool_size = 0
         self.max_overflow = 0
         self.checked_out = 0
@@ -335,12 +354,13 @@ class Telemetry:
         self.window_started = self.started
         self.requests = RequestTelemetry(self.started)
         self.registry.register(TelemetryCollector(self))
+        self.versions = package_versions()  # read once: a process's packages do not change
 
     def add_section(self, name: str, section: TelemetrySection) -> None:
         """Serve an app's own window figures under `name` in /telemetry, reset with the rest."""
         if (
             name in self.pools
-            or name in ("window_s", "requests", "totals")
+            or name in ("window_s", "requests", "totals", "stack")
             or name in self.sections
         ):
             raise ValueError(f"telemetry section {name!r} exists already")
@@ -365,7 +385,17 @@ class Telemetry:
         body.update((name, dict(section.snapshot())) for name, section in self.sections.items())
         body["requests"] = self.requests.snapshot(now, window_s)
         body["totals"] = self._totals(now)
+        body["stack"] = self.stack()
         return body
+
+    def stack(self) -> dict[str, Any]:
+        """What the service runs on: versions, and each instrumented pool's driver and limits."""
+        pools = {
+            name: {"driver": p.driver, "pool_size": p.pool_size, "max_overflow": p.max_overflow}
+            for name, p in self.pools.items()
+            if p.instrumented
+        }
+        return {"versions": dict(self.versions), "pools": pools}
 
     def totals(self) -> dict[str, Any]:
         """Return the /telemetry/totals body: cumulative counters only (cheap: no sorting)."""

@@ -36,7 +36,7 @@ from poolbench.sweep import arrivals, commands, figures
 from poolbench.sweep.appworkers import MetricsWindow
 from poolbench.sweep.backends import database_went_away, postmaster_started
 from poolbench.sweep.commands import RemoteWorkers
-from poolbench.sweep.external import ExternalTarget
+from poolbench.sweep.external import ExternalTarget, check_target
 from poolbench.sweep.loadgen import WorkersChoice, plan_workers
 from poolbench.sweep.managed import ManagedApp
 from poolbench.sweep.metadata import manifest, now
@@ -65,6 +65,8 @@ class Measured:
 
     point: Point
     record: RunRecord
+    # What the target says it runs on (its /telemetry `stack`), None when it does not say.
+    stack: dict[str, Any] | None = None
 
     @property
     def figures(self) -> dict[str, Any]:
@@ -180,7 +182,12 @@ class Runner:
         locust_code = window.locust.process.returncode
         if locust_code not in (0, None, LOCUST_INTERRUPTED):
             raise RunError(f"locust exited with {locust_code}: {window.locust.log_tail()}")
-        return Measured(point=point, record=self._record(point, run_dir, window))
+        reported = (window.telemetry or {}).get("stack")
+        return Measured(
+            point=point,
+            record=self._record(point, run_dir, window),
+            stack=reported if isinstance(reported, dict) else None,
+        )
 
     def _window(
         self,
@@ -277,7 +284,7 @@ class Runner:
         fallback = measured.metrics_missing is not None
         return RunRecord(
             run_id=point.run_id,
-            point=point.as_dict(),
+            point=self.target.recorded_point(point, telemetry),
             figures=values,
             window={
                 "start_epoch": markers["start"],
@@ -361,6 +368,8 @@ def run_sweep(
                 "superuser's SCRAM verifier): drop --dsn"
             )
         require_pgbouncer()
+    if spec.target is not None:
+        check_target(spec.target, dsn)
     # Children run in the checkout; every path they are given must not depend on our cwd.
     sweep_dir = Path(sweep_dir).resolve()
     points = spec.points()
@@ -404,7 +413,7 @@ def run_sweep(
                     kept = sweep.fail_run(tmp, point, str(exc), runner.secret_dsns())
                     raise RunError(f"run {point.run_id} failed: {exc} (its logs: {kept})") from None
                 record = replace(measured.record, finished_at=now())
-                sweep.commit_run(tmp, record, runner.secret_dsns())
+                sweep.commit_run(tmp, record, runner.secret_dsns(), target_stack=measured.stack)
                 listener.run_finished(len(sweep.records), len(points), measured)
         status = FINISHED
     except PostgresUnavailable as exc:

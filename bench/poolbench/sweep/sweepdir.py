@@ -68,6 +68,7 @@ class SweepDir:
                 started_at=previous.started_at or self.manifest.started_at,
                 resumed_at=(*previous.resumed_at, now()),
                 failed_runs=previous.failed_runs or (),
+                target_stack=previous.target_stack,
             )
         self._write_manifest()
         for stale in self.runs_dir.glob(".*.tmp"):
@@ -86,8 +87,19 @@ class SweepDir:
         tmp.mkdir()
         return tmp
 
-    def commit_run(self, tmp: Path, record: RunRecord, dsns: list[str]) -> None:
-        """Write run.json, scrub the DSNs' passwords, rename into place, update the tables."""
+    def commit_run(
+        self,
+        tmp: Path,
+        record: RunRecord,
+        dsns: list[str],
+        *,
+        target_stack: dict[str, Any] | None = None,
+    ) -> None:
+        """Write run.json, scrub the DSNs' passwords, rename into place, update the tables.
+
+        The target's stack, when the run's telemetry gave one that differs from the manifest's,
+        goes into the manifest (the service's versions, apart from poolbench's own).
+        """
         run_id = record.run_id
         write_json(tmp / RUN_FILE, record.as_json())
         for dsn in dsns:
@@ -98,6 +110,9 @@ class SweepDir:
         self.records[run_id] = record
         self.write_runs_csv()
         self.write_endpoints_csv()
+        if target_stack is not None and target_stack != self.manifest.target_stack:
+            self.manifest = replace(self.manifest, target_stack=target_stack)
+            self._write_manifest()
 
     def fail_run(self, tmp: Path, point: Point, cause: str, dsns: list[str]) -> Path:
         """Keep a failed run's files under logs/failed/ and record why in the manifest.
@@ -117,10 +132,13 @@ class SweepDir:
         return kept
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        """runs.csv rows of the finished runs, in point order."""
+        """runs.csv rows of the finished runs, in point order, their point as the run recorded it.
+
+        A target of the user's own records the pools it reported (`LoadTarget.recorded_point`).
+        """
         for point in self.points:
-            if point.run_id in self.records:
-                yield csv_row(point.as_dict(), self.records[point.run_id].figures)
+            if (record := self.records.get(point.run_id)) is not None:
+                yield csv_row(point.as_dict() | record.point, record.figures)
 
     def write_runs_csv(self) -> None:
         """Rewrite runs.csv from the finished runs."""

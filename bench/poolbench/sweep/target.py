@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -77,6 +79,10 @@ class LoadTarget(ABC):
     def went_away(self) -> str | None:
         """Why something of the target stopped during the run, or None."""
         return None
+
+    def recorded_point(self, point: Point, telemetry: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The point as run.json records it, given the target's window telemetry (if any)."""
+        return point.as_dict()
 
     @abstractmethod
     def secret_dsns(self) -> list[str]:
