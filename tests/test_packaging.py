@@ -27,7 +27,7 @@ pytestmark = pytest.mark.install
 SHIPPED = (
     "poolbench/__main__.py",
     "poolbench/py.typed",
-    "poolbench/load/window_plugin.py",
+    "poolbench/load/own_locustfile.py",
     "poolbench/report/templates/report.html.j2",
     "poolbench/specs/quick.toml",
     "poolbench/scenarios/single_query.py",

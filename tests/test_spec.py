@@ -16,7 +16,7 @@ from poolbench.defaults import DEFAULT_SEED_USERS
 from poolbench.errors import UsageError
 from poolbench.locustfiles import defines_user
 from poolbench.objectives import Fleet, Slo
-from poolbench.shipped import WINDOW_PLUGIN
+from poolbench.shipped import OWN_LOCUSTFILE
 from poolbench.spec import Grid, SweepSpec, Target, Timing, Workload
 from poolbench.specfile import (
     load_spec,
@@ -432,14 +432,45 @@ class Shopper(HttpUser):
 """
 
 
+NESTED_LOCUSTFILE = """\
+from locust import HttpUser, TaskSet, task
+
+
+class Browse(TaskSet):
+    @task
+    def user(self):
+        self.client.get("/users/1")
+
+
+class Shopper(HttpUser):
+    tasks = [Browse]
+"""
+
+RAW_LOCUSTFILE = """\
+from locust import User, task
+
+
+class Raw(User):
+    @task
+    def nothing(self):
+        pass
+"""
+
+
+def test_a_plain_locustfile_may_use_the_open_model(tmp_path: Path) -> None:
+    """Its users are wrapped at run time (poolbench.load.wrapping); the check imports it."""
+    (tmp_path / "mine.py").write_text(PLAIN_LOCUSTFILE)
+    spec = load_spec(write(tmp_path, 'locustfile = "mine.py"\nopen_model_rps = 2\n'))
+    assert spec.kind == "slo"
+
+
 def test_a_locustfile_anywhere_is_relative_to_the_spec(tmp_path: Path) -> None:
     (tmp_path / "load").mkdir()
     (tmp_path / "load" / "mine.py").write_text(PLAIN_LOCUSTFILE)
     spec = load_spec(write(tmp_path, 'locustfile = "load/mine.py"\n'))
     assert spec.locustfile == str(tmp_path / "load" / "mine.py")
     assert spec.scenario == "mine" and spec.kind == "capacity"
-    assert spec.locust_files[0] == spec.locustfile
-    assert spec.locust_files[1] == str(WINDOW_PLUGIN)  # the measured window
+    assert spec.locust_files == (str(OWN_LOCUSTFILE),)  # which runs the user's file
     stored = spec_from_dict(spec.to_dict(), source="elsewhere/manifest.json")
     assert stored == spec
 
@@ -451,14 +482,26 @@ def test_a_locustfile_anywhere_is_relative_to_the_spec(tmp_path: Path) -> None:
         ('locustfile = "absent.py"\n', "no such file, or it defines no Locust user class"),
         ('locustfile = "empty.py"\n', "no such file, or it defines no Locust user class"),
         (
-            'locustfile = "mine.py"\nopen_model_rps = 2\n',
-            "open_model_rps: the open model needs users derived from",
+            'locustfile = "nested.py"\nopen_model_rps = 2\n',
+            "open_model_rps: the open model cannot run .*nested.py: Shopper's task Browse is a "
+            "TaskSet, which runs a closed loop of its own",
+        ),
+        (
+            'locustfile = "raw.py"\nopen_model_rps = 2\n',
+            "Raw is not an HttpUser or FastHttpUser",
+        ),
+        (
+            'locustfile = "broken.py"\nopen_model_rps = 2\n',
+            "importing it failed: RuntimeError: no SHOP_TOKEN",
         ),
     ],
 )
 def test_bad_locustfiles_name_the_field(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "mine.py").write_text(PLAIN_LOCUSTFILE)
     (tmp_path / "empty.py").write_text("x = 1\n")
+    (tmp_path / "nested.py").write_text(NESTED_LOCUSTFILE)
+    (tmp_path / "raw.py").write_text(RAW_LOCUSTFILE)
+    (tmp_path / "broken.py").write_text('raise RuntimeError("no SHOP_TOKEN")\n' + PLAIN_LOCUSTFILE)
     with pytest.raises(UsageError, match=message):
         load_spec(write(tmp_path, text))
 

@@ -1,20 +1,25 @@
-"""Which locustfiles a sweep runs, and whether a file is one: read as a syntax tree, never run.
+"""Which locustfiles a sweep runs, and whether a file is one, checked without importing it here.
 
-Importing a locustfile would monkeypatch this process with gevent, so every check here parses
-the file instead. A locustfile of the user's own runs next to `poolbench/load/window_plugin.py`,
-which registers the event listeners (`poolbench.load.listeners`) that record the measured window
-and every request, without any change to the file.
+Importing a locustfile would monkeypatch this process with gevent, so the checks here parse the
+file, or import it in a child process. A locustfile of the user's own runs through
+`poolbench/load/own_locustfile.py`, which registers the event listeners (`poolbench.load.listeners`)
+that record the measured window and every request, and wraps its users for the open model
+(`poolbench.load.wrapping`), without any change to the file.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from poolbench.shipped import SCENARIOS_DIR
 
 # The open model's Poisson arrivals live in this user class (poolbench.load.open_model).
 OPEN_MODEL_USER = "PoolbenchUser"
+# Bound on importing a user's locustfile in a child process to check it.
+CHECK_TIMEOUT_S = 60.0
 
 
 def scenario_path(scenario: str) -> Path:
@@ -38,6 +43,25 @@ def user_classes(path: Path) -> list[list[str]]:
             if any(base.endswith("User") for base in bases):
                 classes.append(bases)
     return classes
+
+
+def open_model_problem(path: Path) -> str | None:
+    """Why the open model cannot run a user's own locustfile, or None (in a child process).
+
+    Files whose users all derive from PoolbenchUser pass without one.
+    """
+    classes = user_classes(path)
+    if classes and all(OPEN_MODEL_USER in bases for bases in classes):
+        return None
+    argv = [sys.executable, "-m", "poolbench.load.wrapping", str(path)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"importing it took over {CHECK_TIMEOUT_S:g} s"
+    if done.returncode == 0:
+        return None
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[-1] if lines else f"the check exited {done.returncode}"
 
 
 def defines_user(path: Path) -> bool:

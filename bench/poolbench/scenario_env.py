@@ -46,6 +46,8 @@ class ScenarioEnv:
     spawn_rate: float = DEFAULT_SPAWN_RATE
     duration_s: float = DEFAULT_RUN_S  # the whole run, warm-up included
     steps: int = DEFAULT_STEPS  # the step shape's steps
+    # A user's own locustfile, which `poolbench/load/own_locustfile.py` runs; "" for a scenario.
+    locustfile: str = ""
     # Where each Locust process writes its window files; None for a remote worker.
     out_dir: Path | None = None
 

@@ -16,8 +16,8 @@ SAMPLE_APP = "poolbench.sample_app"
 # The sample app's ASGI app, for uvicorn.
 SAMPLE_APP_ASGI = f"{SAMPLE_APP}.main:app"
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
-# Loaded after a user's own locustfile: the measured window and the request log.
-WINDOW_PLUGIN = Path(__file__).resolve().parent / "load" / "window_plugin.py"
+# What Locust runs for a user's own locustfile (POOLBENCH_LOCUSTFILE names the file).
+OWN_LOCUSTFILE = Path(__file__).resolve().parent / "load" / "own_locustfile.py"
 
 
 def package_dir(name: str) -> Path:

@@ -36,14 +36,13 @@ from poolbench.defaults import (
     DEFAULT_SHAPE,
 )
 from poolbench.locustfiles import (
-    OPEN_MODEL_USER,
     defines_user,
     known_scenarios,
+    open_model_problem,
     scenario_path,
-    user_classes,
 )
 from poolbench.objectives import DIRECT, PGBOUNCER, Fleet, Slo
-from poolbench.shipped import WINDOW_PLUGIN
+from poolbench.shipped import OWN_LOCUSTFILE
 from poolbench.spectables import (
     DEFAULT_POOLER,
     TARGET_PLACEHOLDERS,
@@ -249,13 +248,11 @@ class SweepSpec(SpecModel):
             raise FieldError(
                 "locustfile", f"{path}: no such file, or it defines no Locust user class"
             )
-        if self.open_model_rps > 0 and not all(
-            OPEN_MODEL_USER in bases for bases in user_classes(path)
-        ):
+        if self.open_model_rps > 0 and (reason := open_model_problem(path)) is not None:
             raise FieldError(
                 "open_model_rps",
-                f"the open model needs users derived from poolbench.load's {OPEN_MODEL_USER}; "
-                f"{path} runs its users' own loop (a closed loop: kind = capacity)",
+                f"the open model cannot run {path}: {reason} (a closed loop runs it: "
+                "kind = capacity)",
             )
 
     def _check_kind(self) -> None:
@@ -273,9 +270,9 @@ class SweepSpec(SpecModel):
 
     @property
     def locust_files(self) -> tuple[str, ...]:
-        """What Locust's -f runs: the scenario, or the user's file and the window's listeners."""
+        """What Locust's -f runs: the scenario, or what runs the user's file (`wrapping`)."""
         if self.locustfile is not None:
-            return (self.locustfile, str(WINDOW_PLUGIN))
+            return (str(OWN_LOCUSTFILE),)
         return (str(scenario_path(self.scenario)),)
 
     def to_dict(self) -> dict[str, Any]:

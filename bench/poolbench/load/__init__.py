@@ -7,12 +7,13 @@ Locust monkey-patches the whole process with gevent).
 - `latency_file`: the latency file, its names and format version, read and written;
 - `recorder`: one process's window and per-second figures, in bounded memory;
 - `tracking`: every request of a Locust process, timed from its intended start;
-- `open_model`: `PoolbenchUser`, Locust's closed loop or Poisson arrivals;
+- `open_model`: `OpenArrivals` and `PoolbenchUser`, Locust's closed loop or Poisson arrivals;
+- `wrapping`: a user's own locustfile's classes, with `OpenArrivals` for the open model;
 - `scenario_data`: the `POOLBENCH_*` settings, user ids and order bodies scenarios share;
 - `shapes`: the load shapes chosen by `POOLBENCH_SHAPE`;
 - `window`: the measured window's edges, master-worker messages and files;
 - `listeners`: the Locust event wiring, registered once on import;
-- `window_plugin.py`: loaded by path beside a user's own locustfile.
+- `own_locustfile.py`: what Locust runs (by path) for a user's own locustfile.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Python imports a module once per name, so the listeners are registered exactly once however
 many locustfiles import `poolbench.load` (a scenario through `PoolbenchUser`, a user's own file
-through `window_plugin.py`, or both). Only ever import this module by its package name.
+through `own_locustfile.py`, or both). Only ever import this module by its package name.
 """
 
 from __future__ import annotations

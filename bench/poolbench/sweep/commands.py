@@ -91,6 +91,7 @@ def scenario_env(point: Point, spec: SweepSpec, out_dir: Path | None) -> Scenari
         users=point.users,
         spawn_rate=point.spawn_rate,
         duration_s=run_time_s(point),
+        locustfile=spec.locustfile or "",
         out_dir=out_dir,
     )
 
