@@ -15,6 +15,7 @@ from poolbench.sweep.commands import local_processes_args
 from poolbench.sweep.loadgen import (
     DEFAULT_LOCUST_CPU_TARGET_PCT,
     LOCUST_RPS_PER_CPU_S,
+    LocustCost,
     choose_workers,
     expected_rps,
     plan_workers,
@@ -96,17 +97,36 @@ def test_a_closed_loop_near_the_pool_bound_gets_more_processes() -> None:
     assert "capped at 2 (the host's cores)" in choice.reason
 
 
-def test_an_own_locustfile_without_think_time_is_unbounded(tmp_path: Path) -> None:
+def own_locustfile(tmp_path: Path, **overrides: object) -> tuple[Point, SweepSpec]:
     mine = tmp_path / "mine.py"
     mine.write_text(
         "from locust import HttpUser, task\n\n\nclass MyUser(HttpUser):\n"
         "    @task\n    def get_root(self) -> None:\n        self.client.get('/')\n"
     )
-    point, spec = closed(locustfile=str(mine), scenario=None)
+    return closed(locustfile=str(mine), scenario=None, **overrides)
+
+
+def test_an_own_locustfile_starts_with_one_process(tmp_path: Path) -> None:
+    """Its cost per request is unknown before it ran (issue 18: it got two on two cores)."""
+    point, spec = own_locustfile(tmp_path)
     choice = plan_workers(point, spec, given=None, cores=2)
-    assert choice.workers == 2 and choice.expected_rps is None
-    assert "no known least response time" in choice.reason
-    assert "an unknown share of a core" in choice.reason
+    assert choice.workers == 1 and choice.expected_rps is None
+    assert "not measured before its first run: 1 process" in choice.reason
+
+
+def test_an_own_locustfile_is_planned_from_its_measured_cost(tmp_path: Path) -> None:
+    # Two runs: 400/s at 50 % of a core (800 per CPU-second) and 300/s at 30 % (1,000).
+    runs = [{"rps": 400.0, "locust_cpu_pct": 50.0}, {"rps": 300.0, "locust_cpu_pct": 30.0}]
+    measured = LocustCost.measured([*runs, {"rps": 10.0, "locust_cpu_pct": None}])
+    assert measured == LocustCost(rps_per_cpu_s=800.0, peak_rps=400.0)
+    point, spec = own_locustfile(tmp_path)  # closed loop: the highest rate measured, 400/s
+    choice = plan_workers(point, spec, given=None, cores=2, measured=measured)
+    assert choice.workers == 1 and choice.expected_cpu_pct == pytest.approx(50)
+    assert "the highest rate measured, 400/s; 800 requests per Locust CPU-second" in choice.reason
+    point, spec = own_locustfile(tmp_path, open_model_rps=30, kind="slo")  # 40 x 30 = 1,200/s
+    choice = plan_workers(point, spec, given=None, cores=2, measured=measured)
+    assert choice.workers == 2 and choice.expected_cpu_pct == pytest.approx(75)
+    assert LocustCost.measured([{"rps": 5.0, "locust_cpu_pct": 0.0}]) is None
 
 
 @pytest.mark.parametrize(("value", "workers"), [("auto", None), ("AUTO", None), ("2", 2)])

@@ -5,12 +5,19 @@ one process. The runner estimates a point's request rate before running it, divi
 measured capacity of one Locust process, and picks the fewest processes that keep each one under
 a margin below the warning, capped at the host's cores: on a 2-core host a third Locust process
 only competes with the other two (and with the app and Postgres).
+
+A locustfile of the user's own costs what its users cost, which nothing here knows in advance:
+its first run gets one process, and later runs are planned from the requests per Locust
+CPU-second the sweep's earlier runs measured (and, for a closed loop, whose rate is its users'
+own, from the highest rate measured). A run whose Locust still went past the warning is labelled
+`load_generator`, as any other.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -125,17 +132,61 @@ def choose_workers(
     return cap, per_process
 
 
+@dataclass(frozen=True)
+class LocustCost:
+    """What a sweep's finished runs measured of its Locust processes."""
+
+    rps_per_cpu_s: float  # requests served per Locust CPU-second, the most expensive run's
+    peak_rps: float  # the highest rate a run served
+
+    @classmethod
+    def measured(cls, runs: Iterable[Mapping[str, Any]]) -> LocustCost | None:
+        """From runs' figures (rps, locust_cpu_pct); None until a run measured both."""
+        costs, rates = [], []
+        for figures in runs:
+            rps, cpu_pct = figures.get("rps"), figures.get("locust_cpu_pct")
+            if isinstance(rps, int | float) and isinstance(cpu_pct, int | float) and cpu_pct > 0:
+                costs.append(rps / (cpu_pct / 100))
+                rates.append(rps)
+        if not costs:
+            return None
+        return cls(rps_per_cpu_s=min(costs), peak_rps=max(rates))
+
+
 def plan_workers(
-    point: Point, spec: SweepSpec, *, given: int | None, cores: int | None = None
+    point: Point,
+    spec: SweepSpec,
+    *,
+    given: int | None,
+    cores: int | None = None,
+    measured: LocustCost | None = None,
 ) -> WorkersChoice:
-    """The point's local Locust processes: `given` (--workers N) wins, else the estimate."""
+    """The point's local Locust processes: `given` (--workers N) wins, else the estimate.
+
+    A user's own locustfile is planned from `measured` (module docstring), one process until then.
+    """
     if given is not None:
         return WorkersChoice(
             workers=given, expected_rps=None, expected_cpu_pct=None, reason=f"--workers {given}"
         )
     cores = cores or os.cpu_count() or 1
     rps, how = expected_rps(point, spec)
-    workers, pct = choose_workers(rps, cores=cores)
+    per_cpu_s = LOCUST_RPS_PER_CPU_S
+    if spec.locustfile is not None:
+        if measured is None:
+            return WorkersChoice(
+                workers=1,
+                expected_rps=None if math.isinf(rps) else rps,
+                expected_cpu_pct=None,
+                reason="auto: your locustfile's cost per request is not measured before its "
+                "first run: 1 process; later runs are planned from the cost measured",
+            )
+        per_cpu_s = measured.rps_per_cpu_s
+        if math.isinf(rps):
+            rps = measured.peak_rps
+            how = f"closed loop: the highest rate measured, {rps:.0f}/s"
+        how += f"; {per_cpu_s:.0f} requests per Locust CPU-second measured"
+    workers, pct = choose_workers(rps, cores=cores, rps_per_cpu_s=per_cpu_s)
     if pct <= DEFAULT_LOCUST_CPU_TARGET_PCT:
         verdict = f"{workers} process(es) at ~{pct:.0f} % of a core each"
     else:
@@ -148,5 +199,7 @@ def plan_workers(
         workers=workers,
         expected_rps=None if math.isinf(rps) else rps,
         expected_cpu_pct=None if math.isinf(pct) else pct,
-        reason=f"auto: {how}; {LOCUST_RPS_PER_CPU_S:g} requests per Locust CPU-second: {verdict}",
+        reason=f"auto: {how}; {per_cpu_s:g} requests per Locust CPU-second: {verdict}"
+        if spec.locustfile is None
+        else f"auto: {how}: {verdict}",
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +37,7 @@ from poolbench.sweep.appworkers import MetricsWindow
 from poolbench.sweep.backends import database_went_away, postmaster_started
 from poolbench.sweep.commands import RemoteWorkers
 from poolbench.sweep.external import ExternalTarget, check_target
-from poolbench.sweep.loadgen import WorkersChoice, plan_workers
+from poolbench.sweep.loadgen import LocustCost, WorkersChoice, plan_workers
 from poolbench.sweep.managed import ManagedApp
 from poolbench.sweep.metadata import manifest, now
 from poolbench.sweep.pgbouncer import PgBouncerSample, PgBouncerSampler, require_pgbouncer
@@ -98,8 +98,11 @@ class Runner:
         workers: int | None,
         remote: RemoteWorkers | None = None,
         on_worker_command: Callable[[Point, str], None] | None = None,
+        finished: Callable[[], Iterable[RunRecord]] = tuple,
     ) -> None:
         self.spec = spec
+        self.finished = finished  # the sweep's finished runs, which measured Locust's cost
+        self.choices: dict[str, WorkersChoice] = {}  # run_id -> its Locust processes
         self.target = target
         self.children = children
         self.workers = workers
@@ -123,7 +126,11 @@ class Runner:
                 expected_cpu_pct=None,
                 reason=f"--remote-workers {self.remote.count}: only the master runs here",
             )
-        return plan_workers(point, self.spec, given=self.workers)
+        if (choice := self.choices.get(point.run_id)) is None:
+            measured = LocustCost.measured(record.figures for record in self.finished())
+            choice = plan_workers(point, self.spec, given=self.workers, measured=measured)
+            self.choices[point.run_id] = choice
+        return choice
 
     def _locust(self, point: Point, url: str, run_dir: Path) -> Child:
         workers = self.locust_workers(point).workers
@@ -402,6 +409,7 @@ def run_sweep(
                 workers=workers,
                 remote=remote,
                 on_worker_command=announce,
+                finished=sweep.records.values,
             )
             while (point := next_point()) is not None:
                 listener.run_started(point)
