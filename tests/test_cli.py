@@ -61,7 +61,17 @@ def test_bad_command_line_is_one_error_line(args: list[str], needle: str) -> Non
 @pytest.mark.parametrize("args", [[], ["--help"], ["db"]])
 def test_help_exits_zero(args: list[str]) -> None:
     out = poolbench(*args)
-    assert out.returncode == 0 and "Usage" in out.stdout
+    assert out.returncode == 0 and "Usage" in out.stdout + out.stderr  # bare: click's stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "text"),
+    [("recommend", "(overrides [fleet])"), ("sweep", "grid.pool_size=[2,4]")],
+)
+def test_help_prints_table_names_as_written(command: str, text: str) -> None:
+    """Rich markup ate "[fleet]" ("(overrides )", issue 18): help is plain text."""
+    out = poolbench(command, "--help")
+    assert out.returncode == 0 and text in " ".join(out.stdout.split())
 
 
 def resumable(root: Path) -> Path:

@@ -487,6 +487,10 @@ def test_a_locustfile_anywhere_is_relative_to_the_spec(tmp_path: Path) -> None:
             "TaskSet, which runs a closed loop of its own",
         ),
         (
+            'locustfile = "mine.py"\n[workload]\nthink_time_s = 0.5\n',
+            "think_time_s: .*mine.py's users pace themselves with their own wait_time",
+        ),
+        (
             'locustfile = "raw.py"\nopen_model_rps = 2\n',
             "Raw is not an HttpUser or FastHttpUser",
         ),

@@ -45,13 +45,18 @@ def user_classes(path: Path) -> list[list[str]]:
     return classes
 
 
+def poolbench_users_only(path: Path) -> bool:
+    """Whether every user class of a file derives from PoolbenchUser (and there is one)."""
+    classes = user_classes(path)
+    return bool(classes) and all(OPEN_MODEL_USER in bases for bases in classes)
+
+
 def open_model_problem(path: Path) -> str | None:
     """Why the open model cannot run a user's own locustfile, or None (in a child process).
 
     Files whose users all derive from PoolbenchUser pass without one.
     """
-    classes = user_classes(path)
-    if classes and all(OPEN_MODEL_USER in bases for bases in classes):
+    if poolbench_users_only(path):
         return None
     argv = [sys.executable, "-m", "poolbench.load.wrapping", str(path)]
     try:

@@ -39,6 +39,7 @@ from poolbench.locustfiles import (
     defines_user,
     known_scenarios,
     open_model_problem,
+    poolbench_users_only,
     scenario_path,
 )
 from poolbench.objectives import DIRECT, PGBOUNCER, Fleet, Slo
@@ -247,6 +248,14 @@ class SweepSpec(SpecModel):
         if not defines_user(path):
             raise FieldError(
                 "locustfile", f"{path}: no such file, or it defines no Locust user class"
+            )
+        thinks = self.grid.think_time_s or (self.workload.think_time_s,)
+        if any(t > 0 for t in thinks) and not poolbench_users_only(path):
+            raise FieldError(
+                "think_time_s",
+                f"{path}'s users pace themselves with their own wait_time; think_time_s paces "
+                "only users derived from poolbench.load's PoolbenchUser (drop it, or set it "
+                "to 0)",
             )
         if self.open_model_rps > 0 and (reason := open_model_problem(path)) is not None:
             raise FieldError(

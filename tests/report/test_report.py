@@ -37,11 +37,14 @@ def _charts(html: str) -> set[str]:
 
 
 def test_default_output_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beside the results, not in ./reports of wherever the command ran (issue 18)."""
     sweep = make_sweep(tmp_path / "results", history=False)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path / "results")
     path = render_report(sweep)
-    assert path == Path("reports") / f"{sweep.name}.html"
-    assert (tmp_path / path).is_file()
+    assert path == sweep / "report.html" and path.is_file()
+    assert not (tmp_path / "results" / "reports").exists()
+    stats = tmp_path / "locust_stats.csv"
+    assert default_report_path(stats) == tmp_path / "locust.html"
 
 
 def test_report_contents(report_html: Path) -> None:

@@ -152,20 +152,16 @@ def test_external_dsn_password_reaches_no_output_file(
         text=True,
         timeout=180,
     )
-    # The report goes to the checkout's reports/ directory: checked, then removed.
-    reports = [ROOT / m for m in re.findall(r"^report: (\S+\.html)$", result.stdout, re.M)]
-    try:
-        assert result.returncode == 0, result.stderr[-2000:]
-        sweep_dir = only_dir(tmp_path)
-        (row,) = read_rows(sweep_dir)[1]
-        assert int(row["requests"]) > 0 and int(row["pg_xact_commit"]) > 0, row
-        files = [path for path in tmp_path.rglob("*") if path.is_file()] + reports
-        assert len(reports) == 1 and reports[0].is_file(), result.stdout[-2000:]
-        assert any(path.name == "run.json" for path in files), files
-        spellings = [spelling.encode() for spelling in password_spellings(dsn)]
-        leaks = [path for path in files if any(s in path.read_bytes() for s in spellings)]
-        assert not leaks, f"the password is in {leaks}"
-        assert password not in result.stdout + result.stderr
-    finally:
-        for report in reports:
-            report.unlink(missing_ok=True)
+    # The report goes into the sweep's directory.
+    reports = [Path(m) for m in re.findall(r"^report: (\S+\.html)$", result.stdout, re.M)]
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep_dir = only_dir(tmp_path)
+    (row,) = read_rows(sweep_dir)[1]
+    assert int(row["requests"]) > 0 and int(row["pg_xact_commit"]) > 0, row
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(reports) == 1 and reports[0] in files, result.stdout[-2000:]
+    assert any(path.name == "run.json" for path in files), files
+    spellings = [spelling.encode() for spelling in password_spellings(dsn)]
+    leaks = [path for path in files if any(s in path.read_bytes() for s in spellings)]
+    assert not leaks, f"the password is in {leaks}"
+    assert password not in result.stdout + result.stderr

@@ -8,7 +8,12 @@ from poolbench.cli import analysis, compare, db, observe, size, sweep
 from poolbench.cli.common import EXIT_USAGE, print_error
 from poolbench.errors import Interrupted, UsageError
 
-app = typer.Typer(help="Measure connection pools instead of guessing them.", no_args_is_help=True)
+# Help texts are plain text: rich markup would eat "[fleet]" and every other TOML table name.
+app = typer.Typer(
+    help="Measure connection pools instead of guessing them.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(db.app, name="db")
 app.command("sweep")(sweep.sweep)
 app.command("analyze")(analysis.analyze)

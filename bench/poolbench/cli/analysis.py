@@ -281,7 +281,7 @@ def analyze(
 def report(
     sweep_dir: SweepArg,
     out: Annotated[
-        Path | None, typer.Option(help="Output HTML file (default reports/<sweep name>.html).")
+        Path | None, typer.Option(help="Output HTML file (default: the sweep's report.html).")
     ] = None,
     instances: InstancesOpt = None,
     workers_per_instance: WorkersOpt = None,
@@ -337,6 +337,6 @@ def recommend(
 
 
 def render_sweep_report(sweep_dir: Path) -> Path:
-    """Load, analyse and render a sweep to `reports/<sweep dir name>.html`."""
+    """Load, analyse and render a sweep to its `report.html`."""
     analysis = analyse(load_sweep(sweep_dir))
     return render_analysis(analysis, default_report_path(sweep_dir))

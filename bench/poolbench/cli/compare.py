@@ -26,7 +26,6 @@ from poolbench.cli.common import (
 from poolbench.errors import UsageError
 from poolbench.fmt import num, pct, signed_pct
 from poolbench.report.html import (
-    DEFAULT_REPORTS_DIR,
     render_comparison,
 )
 
@@ -123,7 +122,9 @@ def compare(
         console.print(f"* {note}", markup=False)
     console.print(f"before: {before.verdict()}", markup=False)
     console.print(f"after:  {after.verdict()}", markup=False)
-    path = out or DEFAULT_REPORTS_DIR / f"compare-{before.sweep.name}-vs-{after.sweep.name}.html"
+    # Beside the later sweep, as its own report is.
+    name = f"compare-{before.sweep.name}-vs-{after.sweep.name}.html"
+    path = out or Path(sweep_b).parent / name
     try:
         written = render_comparison(comparison, path)
     except OSError as exc:

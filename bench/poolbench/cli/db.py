@@ -12,7 +12,9 @@ from poolbench.cli.common import console, fail
 from poolbench.errors import PostgresUnavailable
 from poolbench.sweep.pg import DEFAULT_MAX_CONNECTIONS, PostgresServer
 
-app = typer.Typer(help="Run a throwaway PostgreSQL cluster.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run a throwaway PostgreSQL cluster.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("up")

@@ -358,4 +358,4 @@ def _sweep(
     if report:
         from poolbench.cli.analysis import render_sweep_report
 
-        console.print(f"report: {render_sweep_report(result.sweep_dir)}")
+        typer.echo(f"report: {render_sweep_report(result.sweep_dir)}")  # never wrapped

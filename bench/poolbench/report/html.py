@@ -22,7 +22,8 @@ from poolbench.report.timeseries import chart_time_series
 from poolbench.results import UNTRUSTED_BOTTLENECKS
 from poolbench.secrets import scrub_secrets, scrub_tree
 
-DEFAULT_REPORTS_DIR = Path("reports")
+# A sweep's report, by default inside its directory.
+REPORT_FILE = "report.html"
 # The runs.csv columns the "Every run" table shows: converting only these keeps a 10,000-run
 # report's rendering from copying every column of every run into dicts.
 RUN_TABLE_COLUMNS = (
@@ -127,12 +128,16 @@ def _context(analysis: Analysis, charts: list[Chart]) -> dict[str, Any]:
     }
 
 
-def default_report_path(sweep_dir: Path, reports_dir: Path = DEFAULT_REPORTS_DIR) -> Path:
-    """`reports/<sweep dir name>.html`."""
-    name = Path(sweep_dir).resolve().name or "sweep"
-    if name.endswith("_stats.csv"):
-        name = name[: -len("_stats.csv")]
-    return reports_dir / f"{name}.html"
+def default_report_path(sweep_dir: Path) -> Path:
+    """Beside the results, wherever the command runs: `<sweep dir>/report.html`.
+
+    For a Locust stats CSV (`<prefix>_stats.csv`): `<prefix>.html` in its directory.
+    """
+    sweep_dir = Path(sweep_dir)
+    if sweep_dir.is_dir():
+        return sweep_dir / REPORT_FILE
+    name = sweep_dir.name.removesuffix("_stats.csv").removesuffix(".csv") or "sweep"
+    return sweep_dir.parent / f"{name}.html"
 
 
 def _write(html: str, out: Path | str) -> Path:
